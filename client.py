@@ -1,0 +1,347 @@
+"""MRD client: replays an MRD HDF5 file (raw data or images) to a server and saves what comes back.
+
+``python client.py -c simplefft -o out.h5 phantom.h5`` sends the configuration,
+the XML header, the optional JSON text (``./<config>.json``, else the file's
+``configAdditional``), then waveforms (``-w``), acquisitions and images, then
+CLOSE, while a receiver thread stores returned images, waveforms and
+acquisitions in ``/<out-group>/`` of the output file.  The input is read in
+bulk, read-only.  Exit status: 0 on success, 1 when the server reports an
+error or the connection fails or ends without CLOSE, 2 for bad arguments or input.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import ismrmrd
+import numpy as np
+
+import constants
+import mrdfile
+from connection import READ_BUFFER_BYTES, MessageID, MessageReader, MessageWriter, MrdError
+
+log = logging.getLogger("client")
+
+CONNECT_ATTEMPTS = 5
+FLUSH_BYTES = 64 << 20
+FLUSH_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class InputData:
+    """Everything to send, read from the input file."""
+
+    xml: str
+    json_text: str | None
+    acquisitions: mrdfile.AcquisitionBlock | None
+    waveforms: list
+    images: list  # of mrdfile.ImageSeries
+
+    @property
+    def count(self) -> int:
+        return ((len(self.acquisitions) if self.acquisitions else 0) + len(self.waveforms)
+                + sum(len(s.heads) for s in self.images))
+
+
+def pick_group(h5: h5py.File, requested: str | None) -> str:
+    groups = mrdfile.iter_groups(h5)
+    if requested:
+        if requested not in groups:
+            raise ValueError(f"group '{requested}' not in the file (groups: {', '.join(groups) or 'none'})")
+        return requested
+    if len(groups) != 1:
+        raise ValueError(f"the file has {len(groups)} groups ({', '.join(groups)}); choose one with -g")
+    return groups[0]
+
+
+def read_input(path: str, group_name: str | None, with_waveforms: bool) -> tuple[str, InputData]:
+    """Read header, raw data, waveforms and images of one group in bulk."""
+    with h5py.File(path, "r") as h5:
+        name = pick_group(h5, group_name)
+        group = h5[name]
+        has_raw = "data" in group
+        series = mrdfile.image_series_names(group)
+        if not has_raw and not series:
+            raise ValueError(f"group '{name}' holds neither raw data (data) nor images (image_*)")
+        json_text = None
+        if "configAdditional" in group:
+            raw = group["configAdditional"][0]
+            json_text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        data = InputData(
+            xml=mrdfile.read_xml(group) or "Dummy XML header",
+            json_text=json_text,
+            acquisitions=mrdfile.read_acquisitions(group) if has_raw else None,
+            waveforms=mrdfile.read_waveforms(group) if with_waveforms and "waveforms" in group else [],
+            images=[mrdfile.read_image_series(group, s) for s in series])
+    return name, data
+
+
+def json_config_text(config: str, file_json: str | None, strip_module_keys: bool) -> str | None:
+    """The JSON TEXT to send: ``./<config>.json`` if present, else the file's configAdditional."""
+    local = Path(f"{config}.json")
+    text = local.read_text(encoding="utf-8") if local.is_file() else file_json
+    if text is None or not strip_module_keys:
+        return text
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        log.warning("JSON config is not valid JSON; sending it unchanged")
+        return text
+    if isinstance(parsed, dict) and isinstance(parsed.get("parameters"), dict):
+        parsed["parameters"].pop("config", None)
+        parsed["parameters"].pop("customconfig", None)
+    return json.dumps(parsed)
+
+
+def connect(host: str, port: int) -> socket.socket:
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            sock = socket.create_connection((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            log.warning("Connecting to %s:%d failed (attempt %d of %d): %s", host, port, attempt,
+                        CONNECT_ATTEMPTS, exc)
+            if attempt < CONNECT_ATTEMPTS:
+                time.sleep(1.0)
+    raise ConnectionError(f"could not connect to {host}:{port}")
+
+
+class Receiver(threading.Thread):
+    """Reads the server's messages and appends them to the output group in batches."""
+
+    def __init__(self, reader: MessageReader, outfile: str, group: str) -> None:
+        super().__init__(name="receiver", daemon=True)
+        self.reader = reader
+        self.outfile = outfile
+        self.group = group
+        self.images: list[ismrmrd.Image] = []
+        self.waves: list[ismrmrd.Waveform] = []
+        self.acqs: list[ismrmrd.Acquisition] = []
+        self.counts = {"images": 0, "waveforms": 0, "acquisitions": 0, "texts": 0}
+        self.errors: list[str] = []
+        self.got_close = False
+        self.failure: str | None = None
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            while True:
+                msg_id, item = self.reader.read()
+                if msg_id is None:
+                    self.failure = "the server closed the connection without CLOSE"
+                    break
+                if msg_id == MessageID.CLOSE:
+                    self.got_close = True
+                    break
+                self._take(msg_id, item)
+        except (MrdError, OSError) as exc:
+            self.failure = f"receiving failed: {exc}"
+        finally:
+            self.flush()
+
+    def _take(self, msg_id: int, item: Any) -> None:
+        if msg_id == MessageID.TEXT:
+            self.counts["texts"] += 1
+            if item.startswith(("ERROR", "CRITICAL", "ERR")):
+                self.errors.append(item)
+                log.error("Server: %s", item)
+            else:
+                log.info("Server: %s", item)
+            return
+        if isinstance(item, ismrmrd.Image):
+            self.images.append(item)
+            self.counts["images"] += 1
+            self._pending += item.data.nbytes
+        elif isinstance(item, ismrmrd.Waveform):
+            self.waves.append(item)
+            self.counts["waveforms"] += 1
+        elif isinstance(item, ismrmrd.Acquisition):
+            self.acqs.append(item)
+            self.counts["acquisitions"] += 1
+            self._pending += item.data.nbytes
+        else:
+            log.warning("Ignoring message %d from the server", msg_id)
+        if self._pending >= FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append what was received so far to the output file."""
+        self._last_flush = time.monotonic()
+        if not (self.images or self.waves or self.acqs):
+            return
+        with h5py.File(self.outfile, "a") as h5:
+            group = h5.require_group(self.group)
+            if self.images:
+                heads = np.frombuffer(b"".join(bytes(im.getHead()) for im in self.images),
+                                      dtype=mrdfile.IMAGE_HEADER_DTYPE)
+                mrdfile.append_images(group, heads, [im.attribute_string for im in self.images],
+                                      [im.data for im in self.images])
+            mrdfile.append_waveforms(group, self.waves)
+            if self.acqs:
+                mrdfile.append_acquisitions(group, mrdfile.acquisitions_to_block(self.acqs))
+        self.images, self.waves, self.acqs, self._pending = [], [], [], 0
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total_items: int, enabled: bool) -> None:
+        self.total = max(total_items, 1)
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self._next = 0.0
+
+    def update(self, done: int, nbytes: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now < self._next and done < self.total):
+            return
+        self._next = now + 0.2
+        frac = done / self.total
+        rate = nbytes / max(now - self.start, 1e-9) / 1e6
+        bar = "#" * int(30 * frac)
+        sys.stderr.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {done}/{self.total} {rate:8.1f} MB/s")
+        if done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def send_all(writer: MessageWriter, data: InputData, receiver: Receiver, progress: Progress) -> int:
+    """Send waveforms, acquisitions and images; returns the number of items sent."""
+    sent = 0
+
+    def tick() -> bool:
+        nonlocal sent
+        sent += 1
+        progress.update(sent, writer.bytes_written)
+        return not receiver.is_alive()
+
+    for wav in data.waveforms:
+        writer.send_waveform(wav)
+        if tick():
+            return sent
+    block = data.acquisitions
+    if block is not None:
+        heads = memoryview(block.heads.tobytes())
+        size = constants.SIZEOF_ACQUISITION_HEADER
+        for i in range(len(block)):
+            writer.send_acquisition_parts(heads[i * size:(i + 1) * size], block.traj[i], block.data[i])
+            if tick():
+                return sent
+    for series in data.images:
+        for i in range(len(series.heads)):
+            image = ismrmrd.Image(series.heads[i].tobytes(), attribute_string=series.attributes[i])
+            image.data[...] = series.data[i]
+            writer.send_image(image)
+            if tick():
+                return sent
+    return sent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Send an MRD HDF5 file to an MRD server and save the results")
+    parser.add_argument("filename", help="input MRD HDF5 file (raw data or images)")
+    parser.add_argument("-a", "--address", default="localhost", help="server address")
+    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT, help="server port")
+    parser.add_argument("-o", "--outfile", help="output file (default: <input>_results.h5)")
+    parser.add_argument("-g", "--in-group", help="input group (default: the file's only group)")
+    parser.add_argument("-G", "--out-group", help="output group (default: current date and time)")
+    parser.add_argument("-c", "--config", help="configuration (module) name sent as CONFIG_FILE "
+                        "(default invertcontrast; giving it also sets --ignore-json-config)")
+    parser.add_argument("-C", "--config-local", help="send the contents of this file as CONFIG_TEXT")
+    parser.add_argument("-w", "--send-waveforms", action="store_true", help="also send the waveforms")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-l", "--logfile", help="also log to this file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no logging on stdout")
+    parser.add_argument("--ignore-json-config", action="store_true",
+                        help="remove parameters.config and parameters.customconfig from the JSON text")
+    return parser
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [] if args.quiet else [logging.StreamHandler(sys.stdout)]
+    if args.logfile:
+        handlers.append(logging.FileHandler(args.logfile))
+    if not handlers:
+        handlers.append(logging.NullHandler())
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s - %(message)s", handlers=handlers, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    config = args.config or "invertcontrast"
+    strip_module_keys = args.ignore_json_config or args.config is not None
+    outfile = args.outfile or str(Path(args.filename).with_name(
+        Path(args.filename).stem + "_results" + (Path(args.filename).suffix or ".h5")))
+    out_group = args.out_group or str(datetime.datetime.now())
+    try:
+        in_group, data = read_input(args.filename, args.in_group, args.send_waveforms)
+        config_text = Path(args.config_local).read_text(encoding="utf-8") if args.config_local else None
+    except (OSError, ValueError) as exc:
+        log.error("Cannot read input: %s", exc)
+        return 2
+    json_text = None if config_text is not None else json_config_text(config, data.json_text, strip_module_keys)
+    log.info("Read %d items from %s:/%s in bulk", data.count, args.filename, in_group)
+
+    try:
+        sock = connect(args.address, args.port)
+    except ConnectionError as exc:
+        log.error("%s", exc)
+        return 1
+    start = time.perf_counter()
+    writer = MessageWriter(sock.sendall, text_nul=True)
+    receiver = Receiver(MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES)), outfile, out_group)
+    receiver.start()
+    progress = Progress(data.count, enabled=sys.stderr.isatty() and not args.quiet)
+    sent, send_error = 0, None
+    try:
+        if config_text is not None:
+            writer.send_config_text(config_text)
+        else:
+            writer.send_config_file(config)
+        writer.send_header(data.xml)
+        if json_text is not None:
+            writer.send_text(json_text)
+        sent = send_all(writer, data, receiver, progress)
+        writer.send_close()
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        send_error = f"sending failed after {sent} of {data.count} items: {exc}"
+    receiver.join()
+    sock.close()
+    elapsed = time.perf_counter() - start
+
+    with h5py.File(outfile, "a") as h5:
+        mrdfile.write_xml(h5.require_group(out_group), data.xml)
+    mb = writer.bytes_written / 1e6
+    counts = receiver.counts
+    log.info("Sent %d of %d items (%.1f MB) in %.2f s (%.1f MB/s); received %d images, %d waveforms, "
+             "%d acquisitions, %d texts; output %s:/%s", sent, data.count, mb, elapsed, mb / max(elapsed, 1e-9),
+             counts["images"], counts["waveforms"], counts["acquisitions"], counts["texts"], outfile, out_group)
+    failures = [f for f in (send_error if not receiver.got_close else None, receiver.failure) if f]
+    if receiver.got_close and sent < data.count:
+        log.warning("The server closed the session after %d of %d items", sent, data.count)
+    if not counts["images"] and not receiver.errors:
+        log.warning("No images came back")
+    for failure in failures:
+        log.error("%s", failure)
+    if receiver.errors:
+        log.error("The server reported %d error(s)", len(receiver.errors))
+    return 1 if failures or receiver.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

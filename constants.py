@@ -1,0 +1,103 @@
+"""MRD v1 wire constants: message IDs, framing structs, fixed sizes and logging levels.
+
+This file is the single source of the numbers of the MRD streaming protocol
+(see docs/protocol.md of the project).  The legacy ``MRD_MESSAGE_*`` names,
+``struct.Struct`` objects and ``SIZEOF_*`` companions are kept because modules
+written for python-ismrmrd-server import them.
+"""
+import ctypes
+import enum
+import struct
+
+import ismrmrd
+
+
+class MessageID(enum.IntEnum):
+    """Message identifiers (the ``uint16`` that starts every message)."""
+
+    CONFIG_FILE = 1
+    CONFIG_TEXT = 2
+    HEADER = 3
+    CLOSE = 4
+    TEXT = 5
+    ACQUISITION = 1008
+    IMAGE = 1022
+    WAVEFORM = 1026
+    NDARRAY = 1030
+
+
+# Names used by python-ismrmrd-server modules.
+MRD_MESSAGE_INT_ID_MIN = 0
+MRD_MESSAGE_CONFIG_FILE = MessageID.CONFIG_FILE
+MRD_MESSAGE_CONFIG_TEXT = MessageID.CONFIG_TEXT
+MRD_MESSAGE_METADATA_XML_TEXT = MessageID.HEADER
+MRD_MESSAGE_CLOSE = MessageID.CLOSE
+MRD_MESSAGE_TEXT = MessageID.TEXT
+MRD_MESSAGE_INT_ID_MAX = 999
+MRD_MESSAGE_EXT_ID_MIN = 1000
+MRD_MESSAGE_ACQUISITION = 1001
+MRD_MESSAGE_NEW_MEASUREMENT = 1002
+MRD_MESSAGE_END_OF_ACQUISITION = 1003
+MRD_MESSAGE_IMAGE_CPLX_FLOAT = 1004
+MRD_MESSAGE_IMAGE_REAL_FLOAT = 1005
+MRD_MESSAGE_IMAGE_REAL_USHORT = 1006
+MRD_MESSAGE_EMPTY = 1007
+MRD_MESSAGE_ISMRMRD_ACQUISITION = MessageID.ACQUISITION
+MRD_MESSAGE_ISMRMRD_IMAGE_CPLX_FLOAT = 1009
+MRD_MESSAGE_ISMRMRD_IMAGE_REAL_FLOAT = 1010
+MRD_MESSAGE_ISMRMRD_IMAGE_REAL_USHORT = 1011
+MRD_MESSAGE_DICOM = 1012
+MRD_MESSAGE_CLOUD_JOB = 1013
+MRD_MESSAGE_GADGETCLOUD_JOB = 1014
+MRD_MESSAGE_ISMRMRD_IMAGEWITHATTRIB_CPLX_FLOAT = 1015
+MRD_MESSAGE_ISMRMRD_IMAGEWITHATTRIB_REAL_FLOAT = 1016
+MRD_MESSAGE_ISMRMRD_IMAGEWITHATTRIB_REAL_USHORT = 1017
+MRD_MESSAGE_DICOM_WITHNAME = 1018
+MRD_MESSAGE_DEPENDENCY_QUERY = 1019
+MRD_MESSAGE_ISMRMRD_IMAGE_REAL_SHORT = 1020
+MRD_MESSAGE_ISMRMRD_IMAGEWITHATTRIB_REAL_SHORT = 1021
+MRD_MESSAGE_ISMRMRD_IMAGE = MessageID.IMAGE
+MRD_MESSAGE_RECONDATA = 1023
+MRD_MESSAGE_ISMRMRD_WAVEFORM = MessageID.WAVEFORM
+MRD_MESSAGE_NDARRAY = MessageID.NDARRAY
+MRD_MESSAGE_EXT_ID_MAX = 4096
+
+# Framing structs (little-endian, no padding).
+MrdMessageLength = struct.Struct("<I")
+SIZEOF_MRD_MESSAGE_LENGTH = MrdMessageLength.size
+MrdMessageIdentifier = struct.Struct("<H")
+SIZEOF_MRD_MESSAGE_IDENTIFIER = MrdMessageIdentifier.size
+MrdMessageConfigurationFile = struct.Struct("<1024s")
+SIZEOF_MRD_MESSAGE_CONFIGURATION_FILE = MrdMessageConfigurationFile.size
+MrdMessageAttribLength = struct.Struct("<Q")
+SIZEOF_MRD_MESSAGE_ATTRIB_LENGTH = MrdMessageAttribLength.size
+NdarrayPrefix = struct.Struct("<HHH")
+
+# Fixed header sizes, taken from the ctypes layouts of the ismrmrd package.
+SIZEOF_ACQUISITION_HEADER = ctypes.sizeof(ismrmrd.AcquisitionHeader)  # 340
+SIZEOF_IMAGE_HEADER = ctypes.sizeof(ismrmrd.ImageHeader)  # 198
+SIZEOF_WAVEFORM_HEADER = ctypes.sizeof(ismrmrd.WaveformHeader)  # 40
+CONFIG_FILE_NAME_BYTES = SIZEOF_MRD_MESSAGE_CONFIGURATION_FILE
+NDARRAY_MAX_DIMS = 7
+
+# Pixel element types of IMAGE/NDARRAY ``data_type`` codes.  Code 4 is int32 on
+# the wire; ismrmrd-python maps it to the platform ``int`` (int64), which is wrong.
+IMAGE_DTYPES = {
+    1: "<u2",
+    2: "<i2",
+    3: "<u4",
+    4: "<i4",
+    5: "<f4",
+    6: "<f8",
+    7: "<c8",
+    8: "<c16",
+}
+
+# Logging level prefixes of ``Connection.send_logging`` (8 characters each).
+MRD_LOGGING_DEBUG = "DEBUG   "
+MRD_LOGGING_INFO = "INFO    "
+MRD_LOGGING_WARNING = "WARNING "
+MRD_LOGGING_ERROR = "ERROR   "
+MRD_LOGGING_CRITICAL = "CRITICAL"
+
+DEFAULT_PORT = 9002

@@ -1,0 +1,81 @@
+"""Command line of the MRD server: ``python main.py -v`` (flags of python-ismrmrd-server).
+
+Parses the flags into a :class:`server.ServerConfig`, sets up logging, installs
+SIGTERM/SIGINT handlers that stop accepting and let running sessions end, and
+serves until stopped (exit status 0).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import constants
+from server import REPO_DIR, Server, ServerConfig
+
+log = logging.getLogger("main")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="MRD reconstruction server (MRD v1 streaming protocol)",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT, help="TCP port (0: any free port)")
+    parser.add_argument("-H", "--host", default="0.0.0.0", help="address to listen on")
+    parser.add_argument("-d", "--defaultConfig", default="invertcontrast",
+                        help="module used when the requested config is unknown")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-l", "--logfile", help="also log to this file (its folder is created)")
+    parser.add_argument("-s", "--savedata", action="store_true", help="save all incoming data")
+    parser.add_argument("-S", "--savedataFolder", default="/tmp/share/saved_data",
+                        help="folder for saved data (also given to modules as connection.savedataFolder)")
+    parser.add_argument("-m", "--multiprocessing", action="store_true",
+                        help="run each session in its own process instead of a thread")
+    parser.add_argument("-r", "--crlf", action="store_true", help="end log lines with CR LF")
+    parser.add_argument("--modules", action="append", type=Path, metavar="DIR",
+                        help="extra module folder searched before modules/ (repeatable)")
+    parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
+                        help="how long running sessions may take to finish after SIGTERM/SIGINT")
+    return parser
+
+
+def setup_logging(verbose: bool, logfile: str | None, crlf: bool) -> None:
+    fmt = "%(asctime)s - %(levelname)s - %(threadName)s - %(message)s" + ("\r" if crlf else "")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if logfile:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(logfile))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=handlers, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.logfile, args.crlf)
+    config = ServerConfig(host=args.host, port=args.port, default_config=args.defaultConfig,
+                          savedata=args.savedata, savedata_folder=args.savedataFolder,
+                          multiprocessing=args.multiprocessing,
+                          module_dirs=tuple(args.modules or ()) + (REPO_DIR / "modules",),
+                          shutdown_grace_s=args.shutdown_grace)
+    server = Server(config)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("Received %s: no new sessions; waiting for running ones", signal.Signals(signum).name)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.bind()
+    except OSError as exc:
+        log.error("Cannot listen on %s:%d: %s", args.host, args.port, exc)
+        return 1
+    log.info("Server pid %d ready", os.getpid())
+    server.serve_forever()
+    log.info("Server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

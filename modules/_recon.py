@@ -1,0 +1,145 @@
+"""Shared Cartesian reconstruction steps of the example modules (never dispatched: leading ``_``).
+
+Pure array functions plus the slice grouping and image building that
+``simplefft`` and ``invertcontrast`` share.  Axis order of k-space arrays is
+``[cha, ky, kx]`` (kx = readout).  FFTs are centred, with numpy's "backward"
+normalisation (the inverse transform divides by the number of points), and run
+in single precision on all cores through ``scipy.fft``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import ismrmrd
+import numpy as np
+import scipy.fft
+
+import mrdhelper
+
+SKIPPED_READOUT_FLAGS = (
+    ismrmrd.ACQ_IS_NOISE_MEASUREMENT,
+    ismrmrd.ACQ_IS_PARALLEL_CALIBRATION,
+    ismrmrd.ACQ_IS_NAVIGATION_DATA,
+    ismrmrd.ACQ_IS_PHASECORR_DATA,
+    ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
+)
+_SKIP_MASK = sum(1 << (flag - 1) for flag in SKIPPED_READOUT_FLAGS)
+DEFAULT_BITS_STORED = 12
+
+
+def is_imaging_readout(acq: ismrmrd.Acquisition) -> bool:
+    """False for noise, calibration, navigator, phase-correction and dummy readouts."""
+    return not (acq.flags & _SKIP_MASK)
+
+
+def centred_ifft(x: np.ndarray, axis: int) -> np.ndarray:
+    """Centred inverse FFT along one axis: ``fftshift(ifft(ifftshift(x)))``, 1/N scaled."""
+    x = scipy.fft.ifftshift(x, axes=axis)
+    x = scipy.fft.ifft(x, axis=axis, overwrite_x=True, workers=-1)
+    return scipy.fft.fftshift(x, axes=axis)
+
+
+def crop_centre(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """The central ``size`` entries of ``x`` along ``axis`` (a view)."""
+    n = x.shape[axis]
+    if size >= n:
+        return x
+    start = n // 2 - size // 2
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, start + size)
+    return x[tuple(index)]
+
+
+def matrix_sizes(metadata: Any) -> tuple[tuple[int, int], tuple[int, int], int | None]:
+    """(encoded x, y), (recon x, y) and the centre ky line from the header; zeros when unknown."""
+    try:
+        enc = metadata.encoding[0]
+        encoded = (enc.encodedSpace.matrixSize.x, enc.encodedSpace.matrixSize.y)
+        recon = (enc.reconSpace.matrixSize.x, enc.reconSpace.matrixSize.y)
+        limit = enc.encodingLimits.kspace_encoding_step_1
+        return encoded, recon, (limit.center if limit is not None else None)
+    except (AttributeError, IndexError, TypeError):
+        return (0, 0), (0, 0), None
+
+
+def recon_fov(metadata: Any) -> tuple[float, float, float]:
+    """Recon-space field of view in mm, or zeros when the header is unparsed."""
+    try:
+        fov = metadata.encoding[0].reconSpace.fieldOfView_mm
+        return (fov.x, fov.y, fov.z)
+    except (AttributeError, IndexError, TypeError):
+        return (0.0, 0.0, 0.0)
+
+
+def assemble_kspace(readouts: Sequence[ismrmrd.Acquisition], metadata: Any) -> np.ndarray:
+    """Zero-filled k-space ``[cha, ky, kx]`` of one slice, rows from ``kspace_encode_step_1``.
+
+    The header's centre line is placed at row ``ny // 2``; without a parsed
+    header, ny is the highest line + 1.
+    """
+    (_, enc_y), _, centre = matrix_sizes(metadata)
+    lines = np.fromiter((a.idx.kspace_encode_step_1 for a in readouts), dtype=np.intp, count=len(readouts))
+    ny = max(enc_y, int(lines.max()) + 1)
+    if centre is not None:
+        lines = lines + (ny // 2 - centre)
+    data = np.stack([a.data for a in readouts], axis=1)
+    kspace = np.zeros((data.shape[0], ny, data.shape[2]), dtype=np.complex64)
+    kspace[:, lines, :] = data
+    return kspace
+
+
+def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:
+    """Root-sum-of-squares magnitude image ``[y, x]`` of k-space ``[cha, ky, kx]``.
+
+    Readout oversampling is removed after the readout FFT (before the phase FFT,
+    which then runs on half the data); both axes are cropped to the recon matrix.
+    """
+    _, (rx, ry), _ = matrix_sizes(metadata)
+    img = centred_ifft(kspace, axis=2)
+    if rx:
+        img = crop_centre(img, rx, axis=2)
+    img = centred_ifft(np.ascontiguousarray(img), axis=1)
+    if ry:
+        img = crop_centre(img, ry, axis=1)
+    power = img.real ** 2
+    power += img.imag ** 2
+    return np.sqrt(power.sum(axis=0))
+
+
+def bits_stored(metadata: Any) -> int:
+    """``BitsStored`` user parameter, 12 when absent."""
+    return mrdhelper.get_userParameterLong_value(metadata, "BitsStored") or DEFAULT_BITS_STORED
+
+
+def to_int16(magnitude: np.ndarray, max_value: int) -> np.ndarray:
+    """Scale so the maximum becomes ``max_value``, round, and store as int16."""
+    peak = float(magnitude.max()) if magnitude.size else 0.0
+    scale = max_value / peak if peak > 0 else 0.0
+    return np.around(magnitude * scale).astype(np.int16)
+
+
+def display_meta(image: ismrmrd.Image, max_value: int, history: list[str]) -> ismrmrd.Meta:
+    """MetaAttributes of a magnitude output image: role, history, window, orientation."""
+    meta = ismrmrd.Meta({
+        "DataRole": "Image",
+        "ImageProcessingHistory": history,
+        "WindowCenter": str((max_value + 1) / 2),
+        "WindowWidth": str(max_value + 1),
+        "Keep_image_geometry": "1",
+    })
+    meta["ImageRowDir"] = ["{:.18f}".format(v) for v in image.getHead().read_dir]
+    meta["ImageColumnDir"] = ["{:.18f}".format(v) for v in image.getHead().phase_dir]
+    return meta
+
+
+def image_from_readout(pixels: np.ndarray, readout: ismrmrd.Acquisition, metadata: Any,
+                       image_index: int, series_index: int = 0) -> ismrmrd.Image:
+    """An MRD image of ``pixels`` ``[y, x]`` with geometry and counters of ``readout``."""
+    image = ismrmrd.Image.from_array(pixels, transpose=False)
+    head = mrdhelper.update_img_header_from_raw(image.getHead(), readout.getHead())
+    head.field_of_view = recon_fov(metadata)
+    head.image_type = ismrmrd.IMTYPE_MAGNITUDE
+    head.image_index = image_index
+    head.image_series_index = series_index
+    image.setHead(head)
+    return image

@@ -1,0 +1,368 @@
+"""Threaded MRD server: accepts connections and runs one session per connection.
+
+A session reads the configuration (CONFIG_FILE or CONFIG_TEXT), the XML header
+and an optional JSON TEXT, picks a module from the module folders (or a
+built-in: ``null``, ``savedataonly``) and calls its
+``process(connection, config, metadata)``.  This file is the only place that
+turns errors into an MRD error text for the client; whatever happens, the
+client gets exactly one CLOSE and the server goes on serving.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import multiprocessing
+import re
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ismrmrd.xsd
+
+import constants
+from connection import Connection, MessageID, MrdError, ProtocolError
+from mrdfile import SessionRecorder
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parent
+MODULE_NAME = re.compile(r"[A-Za-z0-9_]+")
+BUILTIN_MODULES = ("null", "savedataonly")
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """Settings of one server process (filled from the command line by main.py)."""
+
+    host: str = "0.0.0.0"
+    port: int = constants.DEFAULT_PORT
+    default_config: str = "invertcontrast"
+    savedata: bool = False
+    savedata_folder: str = "/tmp/share/saved_data"
+    multiprocessing: bool = False
+    module_dirs: tuple[Path, ...] = (REPO_DIR / "modules",)
+    shutdown_grace_s: float = 30.0
+    drain_timeout_s: float = 30.0
+
+
+class ModuleRegistry:
+    """Finds and imports session modules, allowing only files of the module folders.
+
+    A module is ``<folder>/<name>.py`` with ``name`` matching ``[A-Za-z0-9_]+``
+    and not starting with ``_`` (helpers).  The folders go on ``sys.path`` so a
+    module can import its own helpers; imports are cached for the process.
+    """
+
+    def __init__(self, dirs: tuple[Path, ...]) -> None:
+        self.dirs = tuple(Path(d).resolve() for d in dirs)
+        self._lock = threading.Lock()
+        for d in reversed(self.dirs):
+            if str(d) not in sys.path:
+                sys.path.insert(0, str(d))
+        if str(REPO_DIR) not in sys.path:
+            sys.path.insert(0, str(REPO_DIR))
+
+    def find(self, name: str) -> Path | None:
+        if not MODULE_NAME.fullmatch(name) or name.startswith("_"):
+            return None
+        for d in self.dirs:
+            path = d / f"{name}.py"
+            if path.is_file():
+                return path
+        return None
+
+    def available(self, name: str) -> bool:
+        return name in BUILTIN_MODULES or self.find(name) is not None
+
+    def load(self, name: str) -> ModuleType:
+        """Import module ``name`` from its file (cached); ImportError when that fails."""
+        path = self.find(name)
+        if path is None:
+            raise ImportError(f"no module '{name}' in {', '.join(map(str, self.dirs))}")
+        with self._lock:
+            module = sys.modules.get(name)
+            if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
+                return module
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException as exc:
+                del sys.modules[name]
+                raise ImportError(f"module '{name}' failed to import: {type(exc).__name__}: {exc}") from exc
+        if not callable(getattr(module, "process", None)):
+            raise ImportError(f"module '{name}' has no process(connection, config, metadata)")
+        return module
+
+
+@dataclasses.dataclass
+class SessionSetup:
+    """What the preamble of a session said."""
+
+    config_name: str
+    module_name: str
+    config: Any  # passed to process(): the name, the config text or the parsed JSON dict
+    metadata: Any  # ismrmrd.xsd.ismrmrdHeader, or the raw XML text when it does not parse
+    xml: str
+    config_from_file: bool
+    json_text: str | None
+
+
+def parse_header(xml: str) -> Any:
+    """The header as ``ismrmrdHeader``; the raw text when it is not valid ISMRMRD XML."""
+    try:
+        return ismrmrd.xsd.CreateFromDocument(xml)
+    except Exception as exc:  # xsdata raises several unrelated types
+        log.warning("XML header could not be parsed (%s); the module gets the raw text", exc)
+        return xml
+
+
+def read_setup(connection: Connection) -> SessionSetup | None:
+    """Read configuration, header and optional JSON TEXT; None when the peer closed before a header."""
+    reader = connection.reader
+    msg_id, config = reader.read()
+    if msg_id is None:
+        log.info("Connection closed without any data received")
+        return None
+    if msg_id not in (MessageID.CONFIG_FILE, MessageID.CONFIG_TEXT):
+        raise ProtocolError(f"expected a configuration message (ID 1 or 2) first, got ID {msg_id}")
+    from_file = msg_id == MessageID.CONFIG_FILE
+    msg_id, xml = reader.read()
+    if msg_id is None or msg_id == MessageID.CLOSE:
+        log.info("Connection closed without an MRD header received")
+        return None
+    if msg_id != MessageID.HEADER:
+        raise ProtocolError(f"expected the XML header (ID 3) after the configuration, got ID {msg_id}")
+    setup = SessionSetup(config, config.strip(), config, None, xml, from_file, None)
+    if reader.peek_id() == MessageID.TEXT:
+        _, setup.json_text = reader.read()
+        _apply_json(setup, connection)
+    setup.metadata = parse_header(xml)
+    return setup
+
+
+def _apply_json(setup: SessionSetup, connection: Connection) -> None:
+    """Use the JSON TEXT as the module config; ``parameters.config``/``customconfig`` rename the module."""
+    try:
+        parsed = json.loads(setup.json_text)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"top level is {type(parsed).__name__}, not an object")
+    except ValueError as exc:
+        msg = f"JSON configuration text ignored, it does not parse: {exc}"
+        log.warning(msg)
+        connection.send_logging(constants.MRD_LOGGING_WARNING, msg)
+        return
+    setup.config = parsed
+    params = parsed.get("parameters")
+    if isinstance(params, dict):
+        for key in ("config", "customconfig"):
+            if isinstance(params.get(key), str) and params[key].strip():
+                setup.module_name = params[key].strip()
+
+
+def drain(connection: Connection) -> None:
+    """Read until CLOSE (the ``null`` and ``savedataonly`` built-ins)."""
+    for item in connection:
+        if item is None:
+            break
+    connection.send_close()
+
+
+class Session:
+    """One client session on a connected socket."""
+
+    def __init__(self, sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.config = config
+        self.registry = registry
+        self.connection = Connection.from_socket(sock, savedataFolder=config.savedata_folder,
+                                                 savedata=config.savedata)
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        log.info("Accepted connection from %s", self.peer)
+        try:
+            setup = read_setup(self.connection)
+            if setup is not None:
+                self._dispatch(setup)
+        except Exception as exc:
+            self._report_error("server", exc)
+        finally:
+            self._finish()
+        log.info("Session from %s ended after %.2f s (received %d acquisitions, %d images, %d waveforms; "
+                 "sent %d images)", self.peer, time.perf_counter() - start, self.connection.recvAcqs,
+                 self.connection.recvImages, self.connection.recvWaveforms, self.connection.sentImages)
+
+    def _resolve(self, setup: SessionSetup) -> str:
+        name = setup.module_name
+        if self.registry.available(name):
+            return name
+        default = self.config.default_config
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        msg = f"Unknown config '{shown}'; using the default module '{default}'"
+        log.warning(msg)
+        self.connection.send_logging(constants.MRD_LOGGING_WARNING, msg)
+        return default
+
+    def _dispatch(self, setup: SessionSetup) -> None:
+        name = self._resolve(setup)
+        conn = self.connection
+        if conn.savedata or (name == "savedataonly"):
+            conn.savedata = True
+            conn.recorder = SessionRecorder.start(conn.savedataFolder, setup.config_name, setup.config_from_file,
+                                                  setup.json_text, setup.xml)
+        if name in BUILTIN_MODULES:
+            log.info("Running built-in '%s'", name)
+            drain(conn)
+            return
+        try:
+            module = self.registry.load(name)
+        except ImportError as exc:
+            if name == self.config.default_config:
+                raise
+            msg = f"{exc}; using the default module '{self.config.default_config}'"
+            log.warning(msg)
+            conn.send_logging(constants.MRD_LOGGING_WARNING, msg)
+            name = self.config.default_config
+            module = self.registry.load(name)
+        log.info("Running module '%s'", name)
+        try:
+            module.process(conn, setup.config, setup.metadata)
+        except Exception as exc:
+            self._report_error(f"module '{name}'", exc)
+
+    def _report_error(self, where: str, exc: BaseException) -> None:
+        """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE."""
+        log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
+        text = f"[{where}] {type(exc).__name__}: {exc}"
+        try:
+            self.connection.send_logging(constants.MRD_LOGGING_ERROR, text)
+            self.connection.send_close()
+        except OSError as send_exc:
+            log.warning("Could not send the error to the client: %s", send_exc)
+
+    def _finish(self) -> None:
+        """Make sure CLOSE went out, stop writing, let the client finish, then close the socket."""
+        conn = self.connection
+        if conn.recorder is not None:
+            conn.recorder.close()
+        try:
+            conn.send_close()
+            self.sock.shutdown(socket.SHUT_WR)
+            self._discard_input()
+        except OSError as exc:
+            log.debug("Socket closed by the peer: %s", exc)
+        finally:
+            self.sock.close()
+
+    def _discard_input(self) -> None:
+        """Read until the client closes, so that it still receives everything we sent."""
+        self.sock.settimeout(self.config.drain_timeout_s)
+        buf = bytearray(1 << 16)
+        while self.sock.recv_into(buf):
+            pass
+
+
+def _session_main(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
+    Session(sock, peer, config, registry).run()
+
+
+class Server:
+    """Listens on host:port and runs each session in a thread (or a forked process with ``multiprocessing``)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.registry = ModuleRegistry(config.module_dirs)
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread | multiprocessing.Process] = []
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.listener: socket.socket | None = None
+
+    def bind(self) -> tuple[str, int]:
+        self.listener = socket.create_server((self.config.host, self.config.port), reuse_port=False)
+        self.listener.settimeout(0.25)
+        address = self.listener.getsockname()[:2]
+        log.info("Serving MRD on %s:%d (default module '%s')", address[0], address[1], self.config.default_config)
+        return address
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`stop`; then wait for the sessions to end."""
+        if self.listener is None:
+            self.bind()
+        try:
+            while not self._stop.is_set():
+                try:
+                    sock, peer = self.listener.accept()
+                except (socket.timeout, BlockingIOError):
+                    self._reap()
+                    continue
+                except OSError:
+                    if self._stop.is_set():
+                        break
+                    raise
+                sock.settimeout(None)
+                self._start_session(sock, peer)
+        finally:
+            self.listener.close()
+            self._wait_for_sessions()
+
+    def stop(self) -> None:
+        """Stop accepting; running sessions are given ``shutdown_grace_s`` to finish."""
+        self._stop.set()
+
+    def _start_session(self, sock: socket.socket, peer: Any) -> None:
+        if self.config.multiprocessing:
+            worker = multiprocessing.get_context("fork").Process(
+                target=_session_main, args=(sock, peer, self.config, self.registry), daemon=False)
+            worker.start()
+            sock.close()
+        else:
+            worker = threading.Thread(target=self._run_thread, args=(sock, peer), daemon=True,
+                                      name=f"session-{peer[1]}")
+            with self._lock:
+                self._sockets.add(sock)
+            worker.start()
+        self._workers.append(worker)
+
+    def _run_thread(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            _session_main(sock, peer, self.config, self.registry)
+        finally:
+            with self._lock:
+                self._sockets.discard(sock)
+
+    def _reap(self) -> None:
+        self._workers = [w for w in self._workers if w.is_alive()]
+
+    def _wait_for_sessions(self) -> None:
+        self._reap()
+        if self._workers:
+            log.info("Waiting up to %.0f s for %d running session(s)", self.config.shutdown_grace_s,
+                     len(self._workers))
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._reap()
+        if not self._workers:
+            return
+        log.warning("Ending %d session(s) that outlived the grace period", len(self._workers))
+        with self._lock:
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for worker in self._workers:
+            if isinstance(worker, multiprocessing.Process):
+                worker.terminate()
+            worker.join(5.0)

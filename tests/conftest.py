@@ -1,0 +1,5 @@
+"""Pytest configuration: make the repository's top-level modules importable from the tests."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
