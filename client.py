@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     start = time.perf_counter()
     writer = MessageWriter(sock.sendall, text_nul=True)
-    receiver = Receiver(MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES)), outfile, out_group)
+    stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+    receiver = Receiver(MessageReader(stream), outfile, out_group)
     receiver.start()
     progress = Progress(data.count, enabled=sys.stderr.isatty() and not args.quiet)
     sent, send_error = 0, None
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         send_error = f"sending failed after {sent} of {data.count} items: {exc}"
     receiver.join()
+    stream.close()
     sock.close()
     elapsed = time.perf_counter() - start
 

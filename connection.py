@@ -16,8 +16,10 @@ under a lock, so a worker thread may send while another thread blocks reading.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
+from xml.etree import ElementTree
 from typing import Any, BinaryIO, Callable, Iterator
 
 import ismrmrd
@@ -157,12 +159,13 @@ class MessageReader:
         attributes = _cut_text(self._read_bytes(attr_len, "image attributes"))
         wire_dtype = np.dtype(IMAGE_DTYPES[head.data_type])
         shape = (head.channels, head.matrix_size[2], head.matrix_size[1], head.matrix_size[0])
-        self._check_size(int(np.prod(shape, dtype=np.int64)) * wire_dtype.itemsize, "image")
+        self._check_size(head.channels * head.matrix_size[0] * head.matrix_size[1] * head.matrix_size[2]
+                         * wire_dtype.itemsize, "image")
+        image = ismrmrd.Image(head_bytes)
         try:
-            image = ismrmrd.Image(head_bytes, attribute_string=attributes)
-        except Exception as exc:  # ET.ParseError / AssertionError from ismrmrd.Meta
+            image.attribute_string = attributes
+        except (ElementTree.ParseError, AssertionError) as exc:
             log.warning("image attributes are not MetaContainer XML (%s); passing the image on without them", exc)
-            image = ismrmrd.Image(head_bytes)
         if image.data.dtype == wire_dtype:
             self._fill(_bytes_view(image.data), "image pixels")
         else:  # data_type 4: int32 on the wire, int64 inside ismrmrd.Image
@@ -184,7 +187,7 @@ class MessageReader:
             raise ProtocolError(f"ndarray with data type {data_type} and {ndim} dimensions is not valid")
         dims = np.frombuffer(self._read_bytes(8 * ndim, "ndarray dimensions"), dtype="<u8")
         dtype = np.dtype(IMAGE_DTYPES[data_type])
-        nbytes = int(np.prod(dims, dtype=np.float64)) * dtype.itemsize
+        nbytes = math.prod(int(d) for d in dims) * dtype.itemsize
         self._check_size(nbytes, "ndarray")
         array = np.empty(tuple(int(d) for d in dims), dtype=dtype)
         self._fill(_bytes_view(array), "ndarray data")
@@ -284,6 +287,7 @@ class Connection:
         self.lock = threading.Lock()
         self.is_exhausted = False
         self.close_sent = False
+        self.hold_close = False
         self.savedataFolder = savedataFolder
         self.savedata = savedata
         self.savedataFile = ""
@@ -365,9 +369,14 @@ class Connection:
         self.writer.send_header(xml)
 
     def send_close(self) -> None:
-        """Send CLOSE once; later calls do nothing."""
+        """Send CLOSE once; later calls do nothing.
+
+        While ``hold_close`` is set (the server sets it while a module runs) the
+        CLOSE is held back, so that an error the module raises afterwards still
+        reaches the client before it.
+        """
         with self.lock:
-            if self.close_sent:
+            if self.close_sent or self.hold_close:
                 return
             self.close_sent = True
         self.writer.send_close()

@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import re
+import signal
 import socket
 import sys
 import threading
@@ -235,16 +236,20 @@ class Session:
             name = self.config.default_config
             module = self.registry.load(name)
         log.info("Running module '%s'", name)
+        conn.hold_close = True
         try:
             module.process(conn, setup.config, setup.metadata)
         except Exception as exc:
             self._report_error(f"module '{name}'", exc)
+        finally:
+            conn.hold_close = False
 
     def _report_error(self, where: str, exc: BaseException) -> None:
         """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE."""
         log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
         text = f"[{where}] {type(exc).__name__}: {exc}"
         try:
+            self.connection.hold_close = False
             self.connection.send_logging(constants.MRD_LOGGING_ERROR, text)
             self.connection.send_close()
         except OSError as send_exc:
@@ -323,7 +328,7 @@ class Server:
     def _start_session(self, sock: socket.socket, peer: Any) -> None:
         if self.config.multiprocessing:
             worker = multiprocessing.get_context("fork").Process(
-                target=_session_main, args=(sock, peer, self.config, self.registry), daemon=False)
+                target=self._run_process, args=(sock, peer), daemon=False, name=f"session-{peer[1]}")
             worker.start()
             sock.close()
         else:
@@ -340,6 +345,13 @@ class Server:
         finally:
             with self._lock:
                 self._sockets.discard(sock)
+
+    def _run_process(self, sock: socket.socket, peer: Any) -> None:
+        """Session in a forked child: the parent alone listens and handles signals."""
+        self.listener.close()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _session_main(sock, peer, self.config, self.registry)
 
     def _reap(self) -> None:
         self._workers = [w for w in self._workers if w.is_alive()]
@@ -364,5 +376,5 @@ class Server:
                     pass
         for worker in self._workers:
             if isinstance(worker, multiprocessing.Process):
-                worker.terminate()
+                worker.kill()
             worker.join(5.0)

@@ -1,5 +1,86 @@
-"""Pytest configuration: make the repository's top-level modules importable from the tests."""
+"""Pytest fixtures: repository imports, a real server subprocess on 127.0.0.1, client runs, NRMSE."""
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+LEGACY_MODULES = Path(__file__).resolve().parent / "legacy_modules"
+GENERATOR = REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server did not listen on {port}")
+
+
+class ServerProcess:
+    """``python main.py`` on a free port of 127.0.0.1, with the test modules folder added."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.log = tmp / f"server-{self.port}.log"
+        self.savedir = tmp / "saved"
+        cmd = [sys.executable, str(REPO / "main.py"), "-v", "-H", "127.0.0.1", "-p", str(self.port),
+               "-S", str(self.savedir), "--modules", str(LEGACY_MODULES), "-l", str(self.log), *extra]
+        self.proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(self.port, self.proc)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("server"))
+    yield srv
+    assert srv.stop() == 0
+
+
+def run_client(port: int, *args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run client.py against 127.0.0.1:port; returns the finished process (text output)."""
+    cmd = [sys.executable, str(REPO / "client.py"), "-a", "127.0.0.1", "-p", str(port), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def generate_phantom(path: Path, *args: str) -> Path:
+    subprocess.run([sys.executable, str(GENERATOR), "-o", str(path), *args], check=True, capture_output=True)
+    return path
+
+
+def nrmse(image: np.ndarray, reference: np.ndarray) -> float:
+    """Normalised RMS error after fitting one real scale (output scaling is arbitrary)."""
+    image = np.asarray(image, dtype=np.float64).ravel()
+    reference = np.asarray(reference, dtype=np.float64).ravel()
+    scale = image @ reference / (reference @ reference)
+    return float(np.linalg.norm(image - scale * reference) / np.linalg.norm(scale * reference))
+
+
+def rss(coil_images: np.ndarray, axis: int = 0) -> np.ndarray:
+    return np.sqrt((np.abs(coil_images) ** 2).sum(axis=axis))
