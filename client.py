@@ -41,15 +41,16 @@ FLUSH_SECONDS = 2.0
 class InputData:
     """Everything to send, read from the input file."""
 
+    group: str
     xml: str
     json_text: str | None
-    acquisitions: mrdfile.AcquisitionBlock | None
+    acquisitions: h5py.Dataset | None  # read in blocks while sending
     waveforms: list
     images: list  # of mrdfile.ImageSeries
 
     @property
     def count(self) -> int:
-        return ((len(self.acquisitions) if self.acquisitions else 0) + len(self.waveforms)
+        return ((self.acquisitions.shape[0] if self.acquisitions is not None else 0) + len(self.waveforms)
                 + sum(len(s.heads) for s in self.images))
 
 
@@ -64,26 +65,25 @@ def pick_group(h5: h5py.File, requested: str | None) -> str:
     return groups[0]
 
 
-def read_input(path: str, group_name: str | None, with_waveforms: bool) -> tuple[str, InputData]:
-    """Read header, raw data, waveforms and images of one group in bulk."""
-    with h5py.File(path, "r") as h5:
-        name = pick_group(h5, group_name)
-        group = h5[name]
-        has_raw = "data" in group
-        series = mrdfile.image_series_names(group)
-        if not has_raw and not series:
-            raise ValueError(f"group '{name}' holds neither raw data (data) nor images (image_*)")
-        json_text = None
-        if "configAdditional" in group:
-            raw = group["configAdditional"][0]
-            json_text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-        data = InputData(
-            xml=mrdfile.read_xml(group) or "Dummy XML header",
-            json_text=json_text,
-            acquisitions=mrdfile.read_acquisitions(group) if has_raw else None,
-            waveforms=mrdfile.read_waveforms(group) if with_waveforms and "waveforms" in group else [],
-            images=[mrdfile.read_image_series(group, s) for s in series])
-    return name, data
+def read_input(h5: h5py.File, group_name: str | None, with_waveforms: bool) -> InputData:
+    """Header, JSON, waveforms and images of one group, read in bulk; raw data is read while sending."""
+    name = pick_group(h5, group_name)
+    group = h5[name]
+    has_raw = "data" in group
+    series = mrdfile.image_series_names(group)
+    if not has_raw and not series:
+        raise ValueError(f"group '{name}' holds neither raw data (data) nor images (image_*)")
+    json_text = None
+    if "configAdditional" in group:
+        raw = group["configAdditional"][0]
+        json_text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    return InputData(
+        group=name,
+        xml=mrdfile.read_xml(group) or "Dummy XML header",
+        json_text=json_text,
+        acquisitions=group["data"] if has_raw else None,
+        waveforms=mrdfile.read_waveforms(group) if with_waveforms and "waveforms" in group else [],
+        images=[mrdfile.read_image_series(group, s) for s in series])
 
 
 def json_config_text(config: str, file_json: str | None, strip_module_keys: bool) -> str | None:
@@ -231,10 +231,10 @@ def send_all(writer: MessageWriter, data: InputData, receiver: Receiver, progres
         writer.send_waveform(wav)
         if tick():
             return sent
-    block = data.acquisitions
-    if block is not None:
+    size = constants.SIZEOF_ACQUISITION_HEADER
+    blocks = mrdfile.iter_acquisition_blocks(data.acquisitions) if data.acquisitions is not None else ()
+    for block in blocks:
         heads = memoryview(block.heads.tobytes())
-        size = constants.SIZEOF_ACQUISITION_HEADER
         for i in range(len(block)):
             writer.send_acquisition_parts(heads[i * size:(i + 1) * size], block.traj[i], block.data[i])
             if tick():
@@ -247,6 +247,36 @@ def send_all(writer: MessageWriter, data: InputData, receiver: Receiver, progres
             if tick():
                 return sent
     return sent
+
+
+def run_session(sock: socket.socket, data: InputData, config: str, config_text: str | None,
+                json_text: str | None, outfile: str, out_group: str,
+                quiet: bool) -> tuple[MessageWriter, Receiver, int, str | None, float]:
+    """Send everything while the receiver thread stores the replies; returns what happened."""
+    start = time.perf_counter()
+    writer = MessageWriter.for_socket(sock, text_nul=True)
+    stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+    receiver = Receiver(MessageReader(stream), outfile, out_group)
+    receiver.start()
+    progress = Progress(data.count, enabled=sys.stderr.isatty() and not quiet)
+    sent, send_error = 0, None
+    try:
+        if config_text is not None:
+            writer.send_config_text(config_text)
+        else:
+            writer.send_config_file(config)
+        writer.send_header(data.xml)
+        if json_text is not None:
+            writer.send_text(json_text)
+        sent = send_all(writer, data, receiver, progress)
+        writer.send_close()
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        send_error = f"sending failed after {sent} of {data.count} items: {exc}"
+    receiver.join()
+    stream.close()
+    sock.close()
+    return writer, receiver, sent, send_error, time.perf_counter() - start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,43 +318,22 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.filename).stem + "_results" + (Path(args.filename).suffix or ".h5")))
     out_group = args.out_group or str(datetime.datetime.now())
     try:
-        in_group, data = read_input(args.filename, args.in_group, args.send_waveforms)
+        h5 = h5py.File(args.filename, "r")
+        data = read_input(h5, args.in_group, args.send_waveforms)
         config_text = Path(args.config_local).read_text(encoding="utf-8") if args.config_local else None
     except (OSError, ValueError) as exc:
         log.error("Cannot read input: %s", exc)
         return 2
-    json_text = None if config_text is not None else json_config_text(config, data.json_text, strip_module_keys)
-    log.info("Read %d items from %s:/%s in bulk", data.count, args.filename, in_group)
-
-    try:
-        sock = connect(args.address, args.port)
-    except ConnectionError as exc:
-        log.error("%s", exc)
-        return 1
-    start = time.perf_counter()
-    writer = MessageWriter(sock.sendall, text_nul=True)
-    stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-    receiver = Receiver(MessageReader(stream), outfile, out_group)
-    receiver.start()
-    progress = Progress(data.count, enabled=sys.stderr.isatty() and not args.quiet)
-    sent, send_error = 0, None
-    try:
-        if config_text is not None:
-            writer.send_config_text(config_text)
-        else:
-            writer.send_config_file(config)
-        writer.send_header(data.xml)
-        if json_text is not None:
-            writer.send_text(json_text)
-        sent = send_all(writer, data, receiver, progress)
-        writer.send_close()
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        send_error = f"sending failed after {sent} of {data.count} items: {exc}"
-    receiver.join()
-    stream.close()
-    sock.close()
-    elapsed = time.perf_counter() - start
+    with h5:
+        json_text = None if config_text is not None else json_config_text(config, data.json_text, strip_module_keys)
+        log.info("Sending %d items from %s:/%s", data.count, args.filename, data.group)
+        try:
+            sock = connect(args.address, args.port)
+        except ConnectionError as exc:
+            log.error("%s", exc)
+            return 1
+        writer, receiver, sent, send_error, elapsed = run_session(sock, data, config, config_text, json_text,
+                                                                  outfile, out_group, args.quiet)
 
     with h5py.File(outfile, "a") as h5:
         mrdfile.write_xml(h5.require_group(out_group), data.xml)

@@ -194,25 +194,56 @@ class MessageReader:
         return array
 
 
+def _socket_sender(sock: socket.socket) -> Callable[[list], None]:
+    """Gathering write of all parts with ``sendmsg``, resumed after partial sends."""
+    def send(parts: list) -> None:
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        while views:
+            sent = sock.sendmsg(views)
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
+    return send
+
+
+def _stream_sender(stream: BinaryIO) -> Callable[[list], None]:
+    """Write all parts to a binary stream, then flush it."""
+    def send(parts: list) -> None:
+        for part in parts:
+            stream.write(part)
+        stream.flush()
+    return send
+
+
 class MessageWriter:
-    """Writes MRD messages, each as one buffer, through ``sink`` (e.g. ``socket.sendall``).
+    """Writes MRD messages, each as one gathered write of its parts, under a lock.
 
     ``text_nul`` appends a counted NUL to CONFIG_TEXT, HEADER and TEXT, as
     python-ismrmrd-server does over TCP; streams for the C++/Python stream tools
-    are written without it (docs/protocol.md §4).
+    are written without it (docs/protocol.md §4).  Build one with
+    :meth:`for_socket` or :meth:`for_stream`.
     """
 
-    def __init__(self, sink: Callable[[bytes], Any], text_nul: bool = True) -> None:
-        self._sink = sink
+    def __init__(self, send_parts: Callable[[list], None], text_nul: bool = True) -> None:
+        self._send_parts = send_parts
         self._lock = threading.Lock()
         self.text_nul = text_nul
         self.bytes_written = 0
 
+    @classmethod
+    def for_socket(cls, sock: socket.socket, text_nul: bool = True) -> "MessageWriter":
+        return cls(_socket_sender(sock), text_nul)
+
+    @classmethod
+    def for_stream(cls, stream: BinaryIO, text_nul: bool = True) -> "MessageWriter":
+        return cls(_stream_sender(stream), text_nul)
+
     def _send(self, *parts: bytes | memoryview) -> None:
-        buf = b"".join(parts)
         with self._lock:
-            self._sink(buf)
-            self.bytes_written += len(buf)
+            self._send_parts(parts)
+            self.bytes_written += sum(memoryview(p).nbytes for p in parts)
 
     @staticmethod
     def _id(msg_id: int) -> bytes:
@@ -303,7 +334,7 @@ class Connection:
         """A connection over a connected TCP socket (texts sent with a NUL)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES))
-        return cls(reader, MessageWriter(sock.sendall, text_nul=True), sock=sock, **kwargs)
+        return cls(reader, MessageWriter.for_socket(sock, text_nul=True), sock=sock, **kwargs)
 
     # Receiving -------------------------------------------------------------
     def __iter__(self) -> Iterator[Item]:

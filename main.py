@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("Cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
+    server.preload()
     log.info("Server pid %d ready", os.getpid())
     server.serve_forever()
     log.info("Server stopped")

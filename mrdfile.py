@@ -22,7 +22,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import h5py
 import ismrmrd
@@ -85,9 +85,7 @@ def write_xml(group: h5py.Group, text: str) -> None:
     _write_text(group, "xml", text)
 
 
-def read_acquisitions(group: h5py.Group) -> AcquisitionBlock:
-    """Read every acquisition of ``group/data`` with one HDF5 read."""
-    records = group["data"][...]
+def _acquisition_block(records: np.ndarray) -> AcquisitionBlock:
     heads = np.empty(len(records), dtype=ACQ_HEADER_DTYPE)
     for name in ACQ_HEADER_DTYPE.names:
         heads[name] = records["head"][name]
@@ -99,6 +97,21 @@ def read_acquisitions(group: h5py.Group) -> AcquisitionBlock:
     traj = [np.asarray(t, dtype=np.float32).reshape(s, k)
             for t, s, k in zip(records["traj"], nsamp, ndim)]
     return AcquisitionBlock(heads, data, traj)
+
+
+def read_acquisitions(group: h5py.Group) -> AcquisitionBlock:
+    """Read every acquisition of ``group/data`` with one HDF5 read."""
+    return _acquisition_block(group["data"][...])
+
+
+def iter_acquisition_blocks(dataset: h5py.Dataset, rows: int = 128) -> Iterator[AcquisitionBlock]:
+    """Acquisitions of an ``/<group>/data`` dataset in blocks of ``rows`` records.
+
+    Streaming in blocks keeps memory small and lets a sender start at once;
+    each block is still one HDF5 read.
+    """
+    for start in range(0, dataset.shape[0], rows):
+        yield _acquisition_block(dataset[start:start + rows])
 
 
 def _append(dset_parent: h5py.Group, name: str, values: np.ndarray) -> None:

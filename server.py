@@ -51,6 +51,7 @@ class ServerConfig:
     module_dirs: tuple[Path, ...] = (REPO_DIR / "modules",)
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
+    preload: tuple[str, ...] = ("simplefft", "invertcontrast")
 
 
 class ModuleRegistry:
@@ -292,6 +293,16 @@ class Server:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.listener: socket.socket | None = None
+
+    def preload(self) -> None:
+        """Import the default and example modules now, so the first session does not wait for them."""
+        for name in dict.fromkeys((self.config.default_config,) + self.config.preload):
+            if self.registry.find(name) is None:
+                continue
+            try:
+                self.registry.load(name)
+            except ImportError as exc:
+                log.warning("Could not preload module '%s': %s", name, exc)
 
     def bind(self) -> tuple[str, int]:
         self.listener = socket.create_server((self.config.host, self.config.port), reuse_port=False)

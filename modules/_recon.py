@@ -71,29 +71,94 @@ def recon_fov(metadata: Any) -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
 
-def assemble_kspace(readouts: Sequence[ismrmrd.Acquisition], metadata: Any) -> np.ndarray:
-    """Zero-filled k-space ``[cha, ky, kx]`` of one slice, rows from ``kspace_encode_step_1``.
+class SliceKspace:
+    """Collects the readouts of one slice into a preallocated k-space ``[cha, ky, kx]``.
 
-    The header's centre line is placed at row ``ny // 2``; without a parsed
-    header, ny is the highest line + 1.
+    Rows come from ``kspace_encode_step_1``; the header's centre line lands on
+    row ``ny // 2`` (without a parsed header ny grows to the highest line + 1).
+    Each readout is copied once, on arrival, multiplied by ``(-1)**(ky + kx)``:
+    for even sizes this modulation turns the plain inverse FFT into the centred
+    one up to a ``±1`` factor per pixel (the DFT shift theorem), which a
+    magnitude image does not see.  This saves the four shift copies of
+    :func:`centred_ifft`.
     """
-    (_, enc_y), _, centre = matrix_sizes(metadata)
-    lines = np.fromiter((a.idx.kspace_encode_step_1 for a in readouts), dtype=np.intp, count=len(readouts))
-    ny = max(enc_y, int(lines.max()) + 1)
-    if centre is not None:
-        lines = lines + (ny // 2 - centre)
-    data = np.stack([a.data for a in readouts], axis=1)
-    kspace = np.zeros((data.shape[0], ny, data.shape[2]), dtype=np.complex64)
-    kspace[:, lines, :] = data
-    return kspace
+
+    def __init__(self, metadata: Any) -> None:
+        self.metadata = metadata
+        (_, self._enc_y), _, centre = matrix_sizes(metadata)
+        self._offset = 0 if centre is None else self._enc_y // 2 - centre
+        self.kspace: np.ndarray | None = None
+        self.readouts: list[ismrmrd.Acquisition] = []
+
+    def add(self, acq: ismrmrd.Acquisition) -> None:
+        line = acq.idx.kspace_encode_step_1 + self._offset
+        if self.kspace is None:
+            ncha, nx = acq.data.shape
+            self.kspace = np.zeros((ncha, max(self._enc_y, line + 1), nx), dtype=np.complex64)
+            self._sign = np.where(np.arange(nx) % 2, -1, 1).astype(np.float32)
+        if line >= self.kspace.shape[1]:
+            grow = line + 1 - self.kspace.shape[1]
+            self.kspace = np.pad(self.kspace, ((0, 0), (0, grow), (0, 0)))
+        sign = self._sign if line % 2 == 0 else -self._sign
+        np.multiply(acq.data, sign, out=self.kspace[:, line, :])
+        self.readouts.append(acq)
+
+    def __len__(self) -> int:
+        return len(self.readouts)
+
+    def centre_readout(self) -> ismrmrd.Acquisition:
+        """The middle readout of the slice (its header describes the image)."""
+        return self.readouts[len(self.readouts) // 2]
+
+    def rss_image(self) -> np.ndarray:
+        """Root-sum-of-squares magnitude ``[y, x]``, cropped to the recon matrix.
+
+        Readout oversampling is removed after the readout FFT, so the phase FFT
+        runs on the cropped data.  Odd sizes take the explicitly shifted path.
+        """
+        kspace = self.kspace
+        _, (rx, ry), _ = matrix_sizes(self.metadata)
+        if kspace.shape[1] % 2 or kspace.shape[2] % 2:
+            kspace = kspace * np.multiply.outer(np.where(np.arange(kspace.shape[1]) % 2, -1, 1), self._sign)
+            return reconstruct_rss(kspace.astype(np.complex64), self.metadata)
+        img = scipy.fft.ifft(kspace, axis=2, overwrite_x=True, workers=-1)
+        if rx:
+            img = np.ascontiguousarray(crop_centre(img, rx, axis=2))
+        img = scipy.fft.ifft(img, axis=1, overwrite_x=True, workers=-1)
+        if ry:
+            img = crop_centre(img, ry, axis=1)
+        return root_sum_of_squares(img)
+
+
+class SliceGrouper:
+    """Groups imaging readouts into slices, closing a slice at ``LAST_IN_SLICE``."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.metadata = metadata
+        self.current = SliceKspace(metadata)
+
+    def add(self, acq: ismrmrd.Acquisition) -> SliceKspace | None:
+        """Take one readout; returns the finished slice when this readout ends one."""
+        if not is_imaging_readout(acq):
+            return None
+        self.current.add(acq)
+        return self.flush() if acq.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) else None
+
+    def flush(self) -> SliceKspace | None:
+        """The slice collected so far (None when empty); a new one is started."""
+        done, self.current = self.current, SliceKspace(self.metadata)
+        return done if len(done) else None
+
+
+def root_sum_of_squares(coil_images: np.ndarray) -> np.ndarray:
+    """``sqrt(sum |x|^2)`` over axis 0 of a complex ``[cha, ...]`` array, in single precision."""
+    power = coil_images.real ** 2
+    power += coil_images.imag ** 2
+    return np.sqrt(power.sum(axis=0))
 
 
 def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:
-    """Root-sum-of-squares magnitude image ``[y, x]`` of k-space ``[cha, ky, kx]``.
-
-    Readout oversampling is removed after the readout FFT (before the phase FFT,
-    which then runs on half the data); both axes are cropped to the recon matrix.
-    """
+    """Root-sum-of-squares magnitude image ``[y, x]`` of centred k-space ``[cha, ky, kx]``."""
     _, (rx, ry), _ = matrix_sizes(metadata)
     img = centred_ifft(kspace, axis=2)
     if rx:
@@ -101,9 +166,7 @@ def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:
     img = centred_ifft(np.ascontiguousarray(img), axis=1)
     if ry:
         img = crop_centre(img, ry, axis=1)
-    power = img.real ** 2
-    power += img.imag ** 2
-    return np.sqrt(power.sum(axis=0))
+    return root_sum_of_squares(img)
 
 
 def bits_stored(metadata: Any) -> int:

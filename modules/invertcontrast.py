@@ -21,12 +21,11 @@ HISTORY = ["PYTHON", "INVERT"]
 MAGNITUDE_TYPES = (0, ismrmrd.IMTYPE_MAGNITUDE)
 
 
-def invert_raw_group(readouts, metadata, image_index):
-    """One inverted int16 image from the readouts of one slice."""
+def invert_slice(kspace, metadata, image_index):
+    """One inverted int16 image from a finished :class:`_recon.SliceKspace`."""
     max_value = 2 ** _recon.bits_stored(metadata) - 1
-    magnitude = _recon.reconstruct_rss(_recon.assemble_kspace(readouts, metadata), metadata)
-    pixels = max_value - _recon.to_int16(magnitude, max_value)
-    image = _recon.image_from_readout(pixels, readouts[len(readouts) // 2], metadata, image_index)
+    pixels = max_value - _recon.to_int16(kspace.rss_image(), max_value)
+    image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
     image.meta = _recon.display_meta(image, max_value, HISTORY)
     image.meta["SequenceDescriptionAdditional"] = "FIRE"
     return image
@@ -58,20 +57,18 @@ def invert_image_group(images, metadata):
 
 
 def process(connection, config, metadata):
-    readouts, images = [], []
+    slices = _recon.SliceGrouper(metadata)
+    images = []
     image_index = 0
     try:
         for item in connection:
             if item is None:
                 break
             if isinstance(item, ismrmrd.Acquisition):
-                if not _recon.is_imaging_readout(item):
-                    continue
-                readouts.append(item)
-                if item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE):
+                done = slices.add(item)
+                if done is not None:
                     image_index += 1
-                    connection.send_image(invert_raw_group(readouts, metadata, image_index))
-                    readouts = []
+                    connection.send_image(invert_slice(done, metadata, image_index))
             elif isinstance(item, ismrmrd.Image):
                 if images and item.image_series_index != images[-1].image_series_index:
                     connection.send_image(invert_image_group(images, metadata))
@@ -79,9 +76,10 @@ def process(connection, config, metadata):
                 images.append(item)
             else:
                 log.info("invertcontrast ignores %s", type(item).__name__)
-        if readouts:
+        done = slices.flush()
+        if done is not None:
             image_index += 1
-            connection.send_image(invert_raw_group(readouts, metadata, image_index))
+            connection.send_image(invert_slice(done, metadata, image_index))
         if images:
             connection.send_image(invert_image_group(images, metadata))
     finally:

@@ -17,34 +17,30 @@ log = logging.getLogger(__name__)
 HISTORY = ["FIRE", "PYTHON"]
 
 
-def reconstruct_group(readouts, metadata, image_index):
-    """One int16 image from the readouts of one slice."""
+def reconstruct_slice(kspace, metadata, image_index):
+    """One int16 image from a finished :class:`_recon.SliceKspace`."""
     max_value = 2 ** _recon.bits_stored(metadata) - 1
-    kspace = _recon.assemble_kspace(readouts, metadata)
-    pixels = _recon.to_int16(_recon.reconstruct_rss(kspace, metadata), max_value)
-    centre = readouts[len(readouts) // 2]
-    image = _recon.image_from_readout(pixels, centre, metadata, image_index)
+    pixels = _recon.to_int16(kspace.rss_image(), max_value)
+    image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
     image.meta = _recon.display_meta(image, max_value, HISTORY)
     return image
 
 
 def process(connection, config, metadata):
-    readouts = []
+    slices = _recon.SliceGrouper(metadata)
     image_index = 0
     try:
         for item in connection:
             if item is None:
                 break
-            if not isinstance(item, ismrmrd.Acquisition) or not _recon.is_imaging_readout(item):
-                continue
-            readouts.append(item)
-            if item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE):
+            done = slices.add(item) if isinstance(item, ismrmrd.Acquisition) else None
+            if done is not None:
                 image_index += 1
-                connection.send_image(reconstruct_group(readouts, metadata, image_index))
-                readouts = []
-        if readouts:
+                connection.send_image(reconstruct_slice(done, metadata, image_index))
+        done = slices.flush()
+        if done is not None:
             image_index += 1
-            connection.send_image(reconstruct_group(readouts, metadata, image_index))
+            connection.send_image(reconstruct_slice(done, metadata, image_index))
         log.info("simplefft sent %d image(s)", image_index)
     finally:
         connection.send_close()

@@ -32,7 +32,7 @@ def sample_objects():
 
 def ours_without_nul(objs):
     out = io.BytesIO()
-    writer = MessageWriter(out.write, text_nul=False)
+    writer = MessageWriter.for_stream(out, text_nul=False)
     writer.send_config_file("simplefft")
     writer.send_config_text("<config/>")
     writer.send_header(XML)
@@ -110,7 +110,7 @@ def test_reader_reads_protocol_serializer_stream():
 
 def test_tcp_texts_carry_a_counted_nul_and_are_read_back_without_it():
     out = io.BytesIO()
-    MessageWriter(out.write, text_nul=True).send_text("abc")
+    MessageWriter.for_stream(out, text_nul=True).send_text("abc")
     assert out.getvalue() == struct.pack("<HI", 5, 4) + b"abc\0"
     assert MessageReader(io.BytesIO(out.getvalue())).read() == (5, "abc")
 
@@ -123,7 +123,7 @@ def test_config_file_name_is_cut_at_the_first_nul():
 
 def test_config_name_of_1024_bytes_is_rejected():
     with pytest.raises(ValueError):
-        MessageWriter(io.BytesIO().write).send_config_file("x" * 1024)
+        MessageWriter.for_stream(io.BytesIO()).send_config_file("x" * 1024)
 
 
 def test_int32_images_keep_four_bytes_per_pixel():
@@ -137,14 +137,14 @@ def test_int32_images_keep_four_bytes_per_pixel():
     assert msg_id == 1022 and np.array_equal(image.data, pixels)
     assert reader.read() == (4, None)
     out = io.BytesIO()
-    MessageWriter(out.write).send_image(image)
+    MessageWriter.for_stream(out).send_image(image)
     assert out.getvalue() == stream[:-2]
 
 
 def test_truncated_acquisition_raises_protocol_error():
     acq = sample_objects()[0]
     out = io.BytesIO()
-    MessageWriter(out.write).send_acquisition(acq)
+    MessageWriter.for_stream(out).send_acquisition(acq)
     reader = MessageReader(io.BytesIO(out.getvalue()[:-10]))
     with pytest.raises(ProtocolError, match="acquisition data"):
         reader.read()
@@ -165,22 +165,22 @@ def test_oversized_message_is_rejected_before_allocation():
 
 def test_connection_yields_none_once_at_close_and_rejects_a_second_header():
     out = io.BytesIO()
-    writer = MessageWriter(out.write)
+    writer = MessageWriter.for_stream(out)
     writer.send_text("a")
     writer.send_close()
-    conn = Connection(MessageReader(io.BytesIO(out.getvalue())), MessageWriter(io.BytesIO().write))
+    conn = Connection(MessageReader(io.BytesIO(out.getvalue())), MessageWriter.for_stream(io.BytesIO()))
     assert list(conn) == ["a", None]
     assert conn.is_exhausted
     out = io.BytesIO()
-    MessageWriter(out.write).send_header(XML)
-    conn = Connection(MessageReader(io.BytesIO(out.getvalue())), MessageWriter(io.BytesIO().write))
+    MessageWriter.for_stream(out).send_header(XML)
+    conn = Connection(MessageReader(io.BytesIO(out.getvalue())), MessageWriter.for_stream(io.BytesIO()))
     with pytest.raises(ProtocolError, match="only one is allowed"):
         next(conn)
 
 
 def test_send_close_is_sent_once():
     out = io.BytesIO()
-    conn = Connection(MessageReader(io.BytesIO(b"")), MessageWriter(out.write))
+    conn = Connection(MessageReader(io.BytesIO(b"")), MessageWriter.for_stream(out))
     conn.send_close()
     conn.send_close()
     assert out.getvalue() == struct.pack("<H", 4)

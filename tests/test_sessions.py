@@ -138,7 +138,7 @@ def test_savedataonly_saves_a_replayable_file(server, phantom, tmp_path):
 def raw_session(port, send):
     """Open a socket, let ``send(writer, sock)`` write, then collect replies until CLOSE/EOF."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        send(MessageWriter(sock.sendall), sock)
+        send(MessageWriter.for_socket(sock), sock)
         reader = MessageReader(sock.makefile("rb"))
         replies = []
         while True:
@@ -180,8 +180,8 @@ def test_invalid_json_text_is_reported_and_ignored(server):
 def test_connection_closed_without_data_is_logged(server):
     socket.create_connection(("127.0.0.1", server.port)).close()
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        MessageWriter(sock.sendall).send_config_file("simplefft")
-        MessageWriter(sock.sendall).send_close()
+        MessageWriter.for_socket(sock).send_config_file("simplefft")
+        MessageWriter.for_socket(sock).send_close()
         assert MessageReader(sock.makefile("rb")).read()[0] in (4, None)
 
 
@@ -189,7 +189,7 @@ def test_sigterm_lets_running_session_finish_and_exits_zero(phantom, tmp_path):
     srv = ServerProcess(tmp_path, "-m")
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
-            writer = MessageWriter(sock.sendall)
+            writer = MessageWriter.for_socket(sock)
             reader = MessageReader(sock.makefile("rb"))
             writer.send_config_file("legacy_echo")
             with h5py.File(phantom, "r") as f:

@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_PORT ?= 9002
+
+.PHONY: demo test bench system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# BART and the ISMRMRD C++ tools (the tests use ismrmrd_generate_cartesian_shepp_logan and bart).
+system-deps:
+	@if ! command -v bart >/dev/null || ! command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools; \
+	fi
+
+demo: $(VENV)/.installed
+	PYTHON=$(PY) PORT=$(DEMO_PORT) bash tools/demo.sh
+
+test: system-deps $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_core.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache
