@@ -6,7 +6,8 @@ the XML header, the optional JSON text (``./<config>.json``, else the file's
 CLOSE, while a receiver thread stores returned images, waveforms and
 acquisitions in ``/<out-group>/`` of the output file.  The input is read in
 bulk, read-only.  Exit status: 0 on success, 1 when the server reports an
-error or the connection fails or ends without CLOSE, 2 for bad arguments or input.
+error, the connection fails or ends without CLOSE, or nothing comes back (except from the
+``null`` and ``savedataonly`` built-ins); 2 for bad arguments or input.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ log = logging.getLogger("client")
 CONNECT_ATTEMPTS = 5
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 2.0
+DRAIN_ONLY_CONFIGS = ("null", "savedataonly")  # built-ins that by design send nothing back
 
 
 @dataclasses.dataclass
@@ -345,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     failures = [f for f in (send_error if not receiver.got_close else None, receiver.failure) if f]
     if receiver.got_close and sent < data.count:
         log.warning("The server closed the session after %d of %d items", sent, data.count)
-    if not counts["images"] and not receiver.errors:
-        log.warning("No images came back")
+    returned = counts["images"] + counts["waveforms"] + counts["acquisitions"]
+    if not returned and config not in DRAIN_ONLY_CONFIGS and not failures:
+        failures.append(f"nothing came back from '{config if config_text is None else args.config_local}'")
     for failure in failures:
         log.error("%s", failure)
     if receiver.errors:

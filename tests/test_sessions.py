@@ -206,3 +206,29 @@ def test_sigterm_lets_running_session_finish_and_exits_zero(phantom, tmp_path):
     finally:
         srv.stop()
     assert "SIGTERM" in srv.log_text()
+
+
+def test_client_exits_nonzero_when_nothing_comes_back(server, phantom, tmp_path):
+    images = tmp_path / "images.h5"
+    assert run_client(server.port, "-c", "simplefft", "-o", str(images), "-G", "g", str(phantom)).returncode == 0
+    result = run_client(server.port, "-c", "simplefft", "-o", str(tmp_path / "o.h5"), "-g", "g", str(images))
+    assert result.returncode == 1 and "nothing came back from 'simplefft'" in result.stdout
+
+
+def test_client_exits_nonzero_when_server_is_unreachable(phantom, tmp_path):
+    from conftest import free_port
+    result = run_client(free_port(), "-c", "simplefft", "-o", str(tmp_path / "o.h5"), str(phantom))
+    assert result.returncode == 1 and "could not connect" in result.stdout
+
+
+def test_savedata_flag_saves_every_session(phantom, tmp_path):
+    srv = ServerProcess(tmp_path, "-s")
+    try:
+        result = run_client(srv.port, "-c", "simplefft", "-o", str(tmp_path / "o.h5"), str(phantom))
+        assert result.returncode == 0
+    finally:
+        assert srv.stop() == 0
+    saved = list(srv.savedir.glob("ShepLoganPhantom_*.h5"))
+    assert len(saved) == 1
+    with h5py.File(saved[0], "r") as f:
+        assert f["dataset/data"].shape[0] == 32 + 4 * 64 and f["dataset/config_file"][0] == b"simplefft"
