@@ -9,7 +9,7 @@ out of a Siemens ICE MiniHeader, and building/parsing ``ROI_*`` and ``Text_*`` M
 import base64
 import logging
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 # Fields copied one-to-one from an AcquisitionHeader into an ImageHeader.
 _HEADER_FIELDS = (
@@ -152,24 +152,23 @@ def extract_minihead_bool_param(text: str, name: str) -> bool:
     return value is not None and value.strip('"').strip().lower() == 'true'
 
 
+def _minihead_number(text: str, param_type: str, name: str, cast: Callable[[str], Any], default: Any) -> Any:
+    value = _extract_minihead_value(text, param_type, name)
+    try:
+        return cast(value) if value is not None else default
+    except ValueError:
+        logging.warning("MiniHeader %s \"%s\" is not a number: %r", param_type, name, value)
+        return default
+
+
 def extract_minihead_long_param(text: str, name: str) -> int:
     """``<ParamLong."name"> { 1 }`` -> 1; 0 if missing or not an integer."""
-    value = _extract_minihead_value(text, 'ParamLong', name)
-    try:
-        return int(value) if value is not None else 0
-    except ValueError:
-        logging.warning("MiniHeader ParamLong \"%s\" is not an integer: %r", name, value)
-        return 0
+    return _minihead_number(text, 'ParamLong', name, int, 0)
 
 
 def extract_minihead_double_param(text: str, name: str) -> float:
     """``<ParamDouble."name"> { 1.5 }`` -> 1.5; 0.0 if missing or not a number."""
-    value = _extract_minihead_value(text, 'ParamDouble', name)
-    try:
-        return float(value) if value is not None else 0.0
-    except ValueError:
-        logging.warning("MiniHeader ParamDouble \"%s\" is not a number: %r", name, value)
-        return 0.0
+    return _minihead_number(text, 'ParamDouble', name, float, 0.0)
 
 
 def extract_minihead_string_param(text: str, name: str) -> Optional[str]:

@@ -5,13 +5,14 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 
 import h5py
 import ismrmrd
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, generate_phantom, nrmse, rss, run_client
+from conftest import REPO, ServerProcess, generate_phantom, nrmse, rss, run_client
 from connection import MessageReader, MessageWriter
 
 
@@ -232,3 +233,21 @@ def test_savedata_flag_saves_every_session(phantom, tmp_path):
     assert len(saved) == 1
     with h5py.File(saved[0], "r") as f:
         assert f["dataset/data"].shape[0] == 32 + 4 * 64 and f["dataset/config_file"][0] == b"simplefft"
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_concurrent_sessions_give_the_serial_result(phantom, tmp_path, mode):
+    srv = ServerProcess(tmp_path, *(["-m"] if mode == "processes" else []))
+    try:
+        serial = tmp_path / "serial.h5"
+        assert run_client(srv.port, "-c", "simplefft", "-o", str(serial), "-G", "g", str(phantom)).returncode == 0
+        cmd_outs = [tmp_path / f"c{i}.h5" for i in range(3)]
+        procs = [subprocess.Popen([sys.executable, "client.py", "-a", "127.0.0.1", "-p", str(srv.port), "-c", "simplefft",
+                                   "-o", str(out), "-G", "g", str(phantom)], cwd=str(REPO),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for out in cmd_outs]
+        assert [p.wait(120) for p in procs] == [0, 0, 0]
+    finally:
+        assert srv.stop() == 0
+    expected = images_of(serial, "g")[0]
+    for out in cmd_outs:
+        assert np.array_equal(images_of(out, "g")[0], expected)
