@@ -28,7 +28,7 @@ from typing import Any
 import ismrmrd.xsd
 
 import constants
-from connection import Connection, MessageID, MrdError, ProtocolError
+from connection import Connection, MessageID, ProtocolError
 from mrdfile import SessionRecorder
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 SINK_BUFFER_BYTES = 4 << 20

@@ -8,7 +8,7 @@ in single precision on all cores through ``scipy.fft``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import ismrmrd
 import numpy as np

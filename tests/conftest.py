@@ -1,5 +1,4 @@
 """Pytest fixtures: repository imports, a real server subprocess on 127.0.0.1, client runs, NRMSE."""
-import os
 import signal
 import socket
 import subprocess

@@ -12,6 +12,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
+import mrdfile
 from conftest import REPO, ServerProcess, generate_phantom, nrmse, rss, run_client
 from connection import MessageReader, MessageWriter
 
@@ -251,3 +252,31 @@ def test_concurrent_sessions_give_the_serial_result(phantom, tmp_path, mode):
     expected = images_of(serial, "g")[0]
     for out in cmd_outs:
         assert np.array_equal(images_of(out, "g")[0], expected)
+
+
+def test_waveforms_are_sent_with_w_and_saved(server, phantom, tmp_path):
+    source = tmp_path / "with_waves.h5"
+    shutil.copy(phantom, source)
+    waves = [ismrmrd.Waveform.from_array(np.arange(10, dtype=np.uint32).reshape(2, 5) + i, waveform_id=1025,
+                                         time_stamp=i) for i in range(3)]
+    with h5py.File(source, "a") as f:
+        mrdfile.append_waveforms(f["dataset"], waves)
+    before = set(server.savedir.glob("*.h5")) if server.savedir.exists() else set()
+    result = run_client(server.port, "-w", "-c", "savedataonly", "-o", str(tmp_path / "o.h5"), str(source))
+    assert result.returncode == 0, result.stdout
+    saved = sorted(set(server.savedir.glob("*.h5")) - before)
+    dset = ismrmrd.Dataset(str(saved[0]), "dataset", mode="r")
+    assert dset.number_of_waveforms() == 3
+    assert dset.read_waveform(2) == waves[2]
+    dset.close()
+
+
+def test_file_without_header_sends_dummy_header_and_module_gets_raw_text(server, phantom, tmp_path):
+    source = tmp_path / "no_xml.h5"
+    shutil.copy(phantom, source)
+    with h5py.File(source, "a") as f:
+        del f["dataset/xml"]
+    result = run_client(server.port, "-c", "simplefft", "-o", str(tmp_path / "o.h5"), "-G", "g", str(source))
+    assert result.returncode == 0, result.stdout
+    # without a header the 128x64 encoded matrix is not cropped: the readout keeps its oversampling
+    assert images_of(tmp_path / "o.h5", "g")[0].shape == (4, 1, 1, 64, 128)
