@@ -33,6 +33,7 @@ from connection import READ_BUFFER_BYTES, MessageID, MessageReader, MessageWrite
 
 log = logging.getLogger("client")
 
+CLIENT_DIR = Path(__file__).resolve().parent
 CONNECT_ATTEMPTS = 5
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 2.0
@@ -89,9 +90,11 @@ def read_input(h5: h5py.File, group_name: str | None, with_waveforms: bool) -> I
 
 
 def json_config_text(config: str, file_json: str | None, strip_module_keys: bool) -> str | None:
-    """The JSON TEXT to send: ``./<config>.json`` if present, else the file's configAdditional."""
-    local = Path(f"{config}.json")
-    text = local.read_text(encoding="utf-8") if local.is_file() else file_json
+    """The JSON TEXT to send: ``<config>.json`` from the working directory or beside client.py,
+    else the input file's configAdditional."""
+    candidates = (Path(f"{config}.json"), CLIENT_DIR / f"{config}.json")
+    local = next((p for p in candidates if p.is_file()), None) if config not in ("", ".") else None
+    text = local.read_text(encoding="utf-8") if local is not None else file_json
     if text is None or not strip_module_keys:
         return text
     try:

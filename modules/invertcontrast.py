@@ -6,60 +6,44 @@ int16 scaled to ``BitsStored``, then inverted (``max - x``).
 Image input: images are grouped while ``image_series_index`` stays the same;
 magnitude images (image_type 1 or unset 0) of a group are scaled together to
 ``BitsStored`` and inverted; other images are returned unchanged with
-``Keep_image_geometry = 1``.  Text messages are logged and otherwise ignored.
+``Keep_image_geometry = 1``.
+
+JSON options (``invertcontrast.json``): ``options`` = "" | "complex" | "rgb" |
+"roi" | "colormap", ``sendOriginal`` (image input), ``colormap`` (for "rgb").
 """
 import logging
 
 import ismrmrd
-import numpy as np
 
+import _images
 import _recon
+import constants
 
 log = logging.getLogger(__name__)
 
 HISTORY = ["PYTHON", "INVERT"]
-MAGNITUDE_TYPES = (0, ismrmrd.IMTYPE_MAGNITUDE)
+DESCRIPTION = "FIRE"
 
 
-def invert_slice(kspace, metadata, image_index):
+def invert_slice(kspace, metadata, image_index, opts):
     """One inverted int16 image from a finished :class:`_recon.SliceKspace`."""
     max_value = 2 ** _recon.bits_stored(metadata) - 1
     pixels = max_value - _recon.to_int16(kspace.rss_image(), max_value)
     image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
     image.meta = _recon.display_meta(image, max_value, HISTORY)
-    image.meta["SequenceDescriptionAdditional"] = "FIRE"
-    return image
-
-
-def invert_image_group(images, metadata):
-    """Inverted copies of the magnitude images of one series; other images pass through."""
-    max_value = 2 ** _recon.bits_stored(metadata) - 1
-    magnitude = [im for im in images if im.image_type in MAGNITUDE_TYPES]
-    others = [im for im in images if im.image_type not in MAGNITUDE_TYPES]
-    for im in others:
-        im.meta["Keep_image_geometry"] = "1"
-    if not magnitude:
-        return others
-    stack = np.abs(np.stack([im.data for im in magnitude]).astype(np.float64))
-    inverted = max_value - _recon.to_int16(stack, max_value)
-    out = []
-    for im, pixels in zip(magnitude, inverted):
-        head = im.getHead()
-        head.data_type = ismrmrd.DATATYPE_SHORT
-        head.image_type = ismrmrd.IMTYPE_MAGNITUDE
-        result = ismrmrd.Image(head, data=pixels)
-        meta = ismrmrd.Meta(im.meta)
-        meta.update(_recon.display_meta(result, max_value, HISTORY))
-        meta["SequenceDescriptionAdditional"] = "FIRE"
-        result.meta = meta
-        out.append(result)
-    return others + out
+    image.meta["SequenceDescriptionAdditional"] = DESCRIPTION
+    return _images.decorate(image, opts, max_value)
 
 
 def process(connection, config, metadata):
+    opts = _images.ImageOptions.from_config(config)
     slices = _recon.SliceGrouper(metadata)
     images = []
     image_index = 0
+
+    def send_images():
+        connection.send_image(_images.process_group(images, metadata, opts, HISTORY, DESCRIPTION, _images.invert))
+
     try:
         for item in connection:
             if item is None:
@@ -68,10 +52,10 @@ def process(connection, config, metadata):
                 done = slices.add(item)
                 if done is not None:
                     image_index += 1
-                    connection.send_image(invert_slice(done, metadata, image_index))
+                    connection.send_image(invert_slice(done, metadata, image_index, opts))
             elif isinstance(item, ismrmrd.Image):
                 if images and item.image_series_index != images[-1].image_series_index:
-                    connection.send_image(invert_image_group(images, metadata))
+                    send_images()
                     images = []
                 images.append(item)
             else:
@@ -79,8 +63,10 @@ def process(connection, config, metadata):
         done = slices.flush()
         if done is not None:
             image_index += 1
-            connection.send_image(invert_slice(done, metadata, image_index))
+            connection.send_image(invert_slice(done, metadata, image_index, opts))
+            if opts.send_original:
+                connection.send_logging(constants.MRD_LOGGING_WARNING, "sendOriginal applies to image input only")
         if images:
-            connection.send_image(invert_image_group(images, metadata))
+            send_images()
     finally:
         connection.send_close()
