@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import mrdfile
+import mrdhelper
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "mrd2gif.py"
 _spec = importlib.util.spec_from_file_location("mrd2gif", TOOL)
@@ -173,3 +174,19 @@ def test_missing_group_or_series_exits_2_with_an_error(windowed, caplog, args):
 def test_missing_file_exits_2(tmp_path, caplog):
     assert mrd2gif.main([str(tmp_path / "absent.h5")]) == 2
     assert "absent.h5" in caplog.text
+
+
+def test_visible_rois_are_drawn_in_their_colour(tmp_path):
+    heads = np.zeros(1, dtype=mrdfile.IMAGE_HEADER_DTYPE)
+    heads["version"], heads["data_type"], heads["channels"] = 1, 2, 1
+    heads["matrix_size"] = (40, 30, 1)
+    meta = ismrmrd.Meta({"WindowCenter": "50", "WindowWidth": "100",
+                         "ROI_box": mrdhelper.create_roi([5, 30, 30, 5, 5], [5, 5, 20, 20, 5], rgb=(0, 1, 0)),
+                         "ROI_hidden": mrdhelper.create_roi([0, 39], [29, 29], rgb=(1, 0, 0), visibility=0)})
+    path = tmp_path / "roi.h5"
+    with h5py.File(path, "w") as f:
+        mrdfile.append_images(f.require_group("g"), heads, [meta.serialize()], [np.zeros((1, 1, 30, 40), np.int16)])
+    assert mrd2gif.main([str(path), "--filetype", "png", "-q"]) == 0
+    png = np.asarray(Image.open(tmp_path / "roi_g_image_0.png").convert("RGB"))
+    assert tuple(png[5, 15]) == (0, 255, 0) and tuple(png[12, 30]) == (0, 255, 0)
+    assert tuple(png[12, 15]) == (0, 0, 0) and tuple(png[29, 20]) == (0, 0, 0)

@@ -6,7 +6,8 @@ attributes applied first; window from the ``WindowCenter``/``WindowWidth`` attri
 image, else the medians over the images of their 5th and 95th percentiles, mapped to 0-255.  RGB
 images (3 channels, image type 6) are shown in colour (0-255 unless window attributes exist).
 The slices of a multi-slice image (and the channels of a non-RGB multi-channel one) are placed
-side by side.  GIF: one frame per image, looping forever; PNG: all images of a series in one
+side by side.  Visible ``ROI_*``/``GT_ROI_*`` polygons are drawn in their colour and line width
+(pixel coordinates, x = column, y = row).  GIF: one frame per image, looping forever; PNG: all images of a series in one
 mosaic whose grid is close to square.
 
 Usage: ``python tools/mrd2gif.py in.h5 [-g GROUP] [-s SERIES] [--fps 25] [--filetype gif|png]
@@ -26,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import h5py  # noqa: E402
 import ismrmrd  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 import mrdfile  # noqa: E402
+import mrdhelper  # noqa: E402
 
 log = logging.getLogger("mrd2gif")
 
@@ -82,6 +84,34 @@ def series_frames(series: mrdfile.ImageSeries) -> list[np.ndarray]:
             tiles = list(image.reshape(-1, *image.shape[2:]))
         frames.append(tile(tiles, cols=len(tiles)))
     return frames
+
+
+def visible_rois(text: str) -> list[tuple[list[float], list[float], tuple[int, int, int], int]]:
+    """Visible ``ROI_*``/``GT_ROI_*`` polygons of one image: (x, y, 0-255 colour, line width)."""
+    if not text.strip():
+        return []
+    rois = []
+    for key, value in ismrmrd.Meta.deserialize(text).items():
+        if key.startswith(("ROI_", "GT_ROI_")) and isinstance(value, list):
+            x, y, rgb, thickness, _style, visibility = mrdhelper.parse_roi(value)
+            if visibility:
+                rois.append((x, y, tuple(int(round(255 * c)) for c in rgb), max(1, int(round(thickness)))))
+    return rois
+
+
+def draw_rois(frames: list[np.ndarray], attributes: list[str]) -> list[np.ndarray]:
+    """Frames with their images' visible ROIs drawn (all frames RGB when any ROI exists)."""
+    rois = [visible_rois(a) for a in attributes]
+    if not any(rois):
+        return frames
+    out = []
+    for frame, polygons in zip(frames, rois):
+        canvas = Image.fromarray(frame).convert("RGB")
+        pen = ImageDraw.Draw(canvas)
+        for x, y, colour, width in polygons:
+            pen.line(list(zip(x, y)), fill=colour, width=width)
+        out.append(np.asarray(canvas))
+    return out
 
 
 def output_path(outdir: Path, stem: str, group: str, series: mrdfile.ImageSeries, filetype: str) -> Path:
@@ -146,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             if not len(series.data):
                 continue
             path = output_path(outdir, args.filename.stem, group, series, args.filetype)
-            write_series(series_frames(series), path, args.filetype, args.fps, args.rescale)
+            frames = draw_rois(series_frames(series), series.attributes)
+            write_series(frames, path, args.filetype, args.fps, args.rescale)
             log.info("wrote %d image(s) of %s/%s to %s", len(series.data), group, name, path)
     return 0
 
