@@ -95,6 +95,10 @@ class MessageReader:
         if nbytes > self.max_message_bytes:
             raise ProtocolError(f"{what} of {nbytes} bytes exceeds the limit of {self.max_message_bytes} bytes")
 
+    def close(self) -> None:
+        """Close the underlying stream (for sockets: release the ``makefile`` reference)."""
+        self._stream.close()
+
     def peek_id(self) -> int | None:
         """The ID of the next message without consuming it; None at a clean end of stream."""
         if self._pending_id is None:
@@ -319,6 +323,7 @@ class Connection:
         self.is_exhausted = False
         self.close_sent = False
         self.hold_close = False
+        self.texts_to_log = False
         self.savedataFolder = savedataFolder
         self.savedata = savedata
         self.savedataFile = ""
@@ -335,6 +340,13 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES))
         return cls(reader, MessageWriter.for_socket(sock, text_nul=True), sock=sock, **kwargs)
+
+    @classmethod
+    def from_streams(cls, stdin: BinaryIO, stdout: BinaryIO, **kwargs: Any) -> "Connection":
+        """A connection over binary streams (stream mode): texts without NUL, and logged, not sent."""
+        conn = cls(MessageReader(stdin), MessageWriter.for_stream(stdout, text_nul=False), **kwargs)
+        conn.texts_to_log = True
+        return conn
 
     # Receiving -------------------------------------------------------------
     def __iter__(self) -> Iterator[Item]:
@@ -377,10 +389,15 @@ class Connection:
             self.sentImages += 1
 
     def send_text(self, text: str) -> None:
-        self.writer.send_text(text)
+        """One TEXT message; logged instead when ``texts_to_log`` is set (stream mode, whose
+        consumers accept only images, acquisitions and waveforms)."""
+        if self.texts_to_log:
+            log.info("Module text: %s", text)
+        else:
+            self.writer.send_text(text)
 
     def send_logging(self, level: str, contents: str) -> None:
-        self.writer.send_text(f"{level} {contents}")
+        self.send_text(f"{level} {contents}")
 
     def send_waveform(self, waveform: ismrmrd.Waveform) -> None:
         self.writer.send_waveform(waveform)

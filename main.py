@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import constants
-from server import REPO_DIR, Server, ServerConfig
+from server import REPO_DIR, Server, ServerConfig, run_stream
 
 log = logging.getLogger("main")
 
@@ -36,28 +36,45 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--crlf", action="store_true", help="end log lines with CR LF")
     parser.add_argument("--modules", action="append", type=Path, metavar="DIR",
                         help="extra module folder searched before modules/ (repeatable)")
+    parser.add_argument("--stream", action="store_true",
+                        help="one session from an MRD stream on stdin to stdout instead of a TCP server")
+    parser.add_argument("-c", "--config", help="stream mode: module to run (default: the stream's "
+                        "configuration message, else --defaultConfig)")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
                         help="how long running sessions may take to finish after SIGTERM/SIGINT")
     return parser
 
 
-def setup_logging(verbose: bool, logfile: str | None, crlf: bool) -> None:
+def setup_logging(verbose: bool, logfile: str | None, crlf: bool, stream: bool) -> None:
+    """Log to stdout (stderr in stream mode, where stdout carries the MRD stream) and the log file."""
     fmt = "%(asctime)s - %(levelname)s - %(threadName)s - %(message)s" + ("\r" if crlf else "")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr if stream else sys.stdout)]
     if logfile:
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(logfile))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=handlers, force=True)
 
 
+def run_stream_mode(config: ServerConfig, module: str | None) -> int:
+    """Stream mode: the MRD output goes to the real stdout; anything else printed goes to stderr."""
+    stream_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    with stream_out:
+        return run_stream(config, module, sys.stdin.buffer, stream_out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.logfile, args.crlf)
+    setup_logging(args.verbose, args.logfile, args.crlf, args.stream)
     config = ServerConfig(host=args.host, port=args.port, default_config=args.defaultConfig,
                           savedata=args.savedata, savedata_folder=args.savedataFolder,
                           multiprocessing=args.multiprocessing,
                           module_dirs=tuple(args.modules or ()) + (REPO_DIR / "modules",),
                           shutdown_grace_s=args.shutdown_grace)
+    if args.stream:
+        return run_stream_mode(config, args.config)
     server = Server(config)
 
     def on_signal(signum: int, _frame: object) -> None:

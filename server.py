@@ -23,12 +23,12 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import ismrmrd.xsd
 
 import constants
-from connection import Connection, MessageID, ProtocolError
+from connection import Connection, MessageID, MrdError, ProtocolError
 from mrdfile import SessionRecorder
 
 log = logging.getLogger(__name__)
@@ -127,28 +127,39 @@ def parse_header(xml: str) -> Any:
         return xml
 
 
-def read_setup(connection: Connection) -> SessionSetup | None:
-    """Read configuration, header and optional JSON TEXT; None when the peer closed before a header."""
+def read_setup(connection: Connection, header_first: bool = False) -> SessionSetup | None:
+    """Read configuration, header and optional JSON TEXT; None when the peer closed before a header.
+
+    With ``header_first`` (stream mode) the configuration message is optional.
+    """
     reader = connection.reader
-    msg_id, config = reader.read()
+    msg_id, item = reader.read()
     if msg_id is None:
         log.info("Connection closed without any data received")
         return None
-    if msg_id not in (MessageID.CONFIG_FILE, MessageID.CONFIG_TEXT):
+    config, from_file = "", False
+    if msg_id in (MessageID.CONFIG_FILE, MessageID.CONFIG_TEXT):
+        config, from_file = item, msg_id == MessageID.CONFIG_FILE
+        msg_id, item = reader.read()
+    elif not header_first:
         raise ProtocolError(f"expected a configuration message (ID 1 or 2) first, got ID {msg_id}")
-    from_file = msg_id == MessageID.CONFIG_FILE
-    msg_id, xml = reader.read()
     if msg_id is None or msg_id == MessageID.CLOSE:
         log.info("Connection closed without an MRD header received")
         return None
     if msg_id != MessageID.HEADER:
         raise ProtocolError(f"expected the XML header (ID 3) after the configuration, got ID {msg_id}")
-    setup = SessionSetup(config, config.strip(), config, None, xml, from_file, None)
+    setup = SessionSetup(config, config.strip(), config, None, item, from_file, None)
     if reader.peek_id() == MessageID.TEXT:
         _, setup.json_text = reader.read()
         _apply_json(setup, connection)
-    setup.metadata = parse_header(xml)
+    setup.metadata = parse_header(item)
     return setup
+
+
+def header_for_stream(xml: str) -> str:
+    """The header to echo on a stream: without ``<version>``, which the C++ stream tools reject
+    when it differs from their own schema version (docs/protocol.md §9)."""
+    return re.sub(r"\s*<version>[^<]*</version>", "", xml, count=1)
 
 
 def _apply_json(setup: SessionSetup, connection: Connection) -> None:
@@ -179,33 +190,43 @@ def drain(connection: Connection) -> None:
 
 
 class Session:
-    """One client session on a connected socket."""
+    """One MRD session over a :class:`Connection`: setup, module dispatch, error report, one CLOSE.
 
-    def __init__(self, sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
-        self.sock = sock
-        self.peer = peer
+    ``stream`` (stdin/stdout mode) makes the configuration message optional and
+    echoes the header first; ``module`` fixes the module whatever the session says.
+    """
+
+    def __init__(self, connection: Connection, config: ServerConfig, registry: ModuleRegistry, peer: Any,
+                 module: str | None = None, stream: bool = False) -> None:
+        self.connection = connection
         self.config = config
         self.registry = registry
-        self.connection = Connection.from_socket(sock, savedataFolder=config.savedata_folder,
-                                                 savedata=config.savedata)
+        self.peer = peer
+        self.fixed_module = module
+        self.stream = stream
+        self.failed = False
+        self._stream_broken = False
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Run the session to its end; True when no error was reported."""
         start = time.perf_counter()
-        log.info("Accepted connection from %s", self.peer)
+        log.info("Session from %s started", self.peer)
         try:
-            setup = read_setup(self.connection)
+            setup = read_setup(self.connection, header_first=self.stream)
             if setup is not None:
                 self._dispatch(setup)
         except Exception as exc:
             self._report_error("server", exc)
         finally:
             self._finish()
+        conn = self.connection
         log.info("Session from %s ended after %.2f s (received %d acquisitions, %d images, %d waveforms; "
-                 "sent %d images)", self.peer, time.perf_counter() - start, self.connection.recvAcqs,
-                 self.connection.recvImages, self.connection.recvWaveforms, self.connection.sentImages)
+                 "sent %d images)", self.peer, time.perf_counter() - start, conn.recvAcqs, conn.recvImages,
+                 conn.recvWaveforms, conn.sentImages)
+        return not self.failed
 
     def _resolve(self, setup: SessionSetup) -> str:
-        name = setup.module_name
+        name = self.fixed_module or setup.module_name or self.config.default_config
         if self.registry.available(name):
             return name
         default = self.config.default_config
@@ -218,10 +239,13 @@ class Session:
     def _dispatch(self, setup: SessionSetup) -> None:
         name = self._resolve(setup)
         conn = self.connection
+        if self.stream:
+            conn.send_metadata(header_for_stream(setup.xml))
         if conn.savedata or (name == "savedataonly"):
             conn.savedata = True
             conn.recorder = SessionRecorder.start(conn.savedataFolder, setup.config_name, setup.config_from_file,
                                                   setup.json_text, setup.xml)
+            conn.mrdFilePath = str(conn.recorder.path)
         if name in BUILTIN_MODULES:
             log.info("Running built-in '%s'", name)
             drain(conn)
@@ -247,6 +271,8 @@ class Session:
 
     def _report_error(self, where: str, exc: BaseException) -> None:
         """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE."""
+        self.failed = True
+        self._stream_broken = self._stream_broken or isinstance(exc, (ProtocolError, OSError))
         log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
         text = f"[{where}] {type(exc).__name__}: {exc}"
         try:
@@ -254,32 +280,53 @@ class Session:
             self.connection.send_logging(constants.MRD_LOGGING_ERROR, text)
             self.connection.send_close()
         except OSError as send_exc:
-            log.warning("Could not send the error to the client: %s", send_exc)
+            log.warning("Could not send the error to the peer: %s", send_exc)
 
     def _finish(self) -> None:
-        """Make sure CLOSE went out, stop writing, let the client finish, then close the socket."""
+        """Send CLOSE if not yet sent; when saving, record what is still coming, then close the file."""
         conn = self.connection
-        if conn.recorder is not None:
-            conn.recorder.close()
         try:
             conn.send_close()
-            self.sock.shutdown(socket.SHUT_WR)
-            self._discard_input()
         except OSError as exc:
-            log.debug("Socket closed by the peer: %s", exc)
-        finally:
-            self.sock.close()
+            log.debug("Could not send CLOSE, the peer is gone: %s", exc)
+        if conn.recorder is None:
+            return
+        if not conn.is_exhausted and not self._stream_broken:
+            try:
+                for _ in conn:
+                    pass
+            except (MrdError, OSError) as exc:
+                log.warning("Saving stopped at a broken message: %s", exc)
+        path = conn.recorder.close()
+        conn.mrdFilePath = str(path)
 
-    def _discard_input(self) -> None:
-        """Read until the client closes, so that it still receives everything we sent."""
-        self.sock.settimeout(self.config.drain_timeout_s)
+
+def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
+    """Run one session on a connected socket, then let the client finish reading and close."""
+    log.info("Accepted connection from %s", peer)
+    connection = Connection.from_socket(sock, savedataFolder=config.savedata_folder, savedata=config.savedata)
+    Session(connection, config, registry, peer).run()
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(config.drain_timeout_s)
         buf = bytearray(1 << 16)
-        while self.sock.recv_into(buf):
+        while sock.recv_into(buf):  # the client may still be sending; it must still get our CLOSE
             pass
+    except OSError as exc:
+        log.debug("Socket closed by the peer: %s", exc)
+    finally:
+        connection.reader.close()
+        sock.close()
 
 
-def _session_main(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
-    Session(sock, peer, config, registry).run()
+def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """One session from an MRD stream on ``stdin`` to ``stdout``; returns the exit status (1 on error)."""
+    registry = ModuleRegistry(config.module_dirs)
+    connection = Connection.from_streams(stdin, stdout, savedataFolder=config.savedata_folder,
+                                         savedata=config.savedata)
+    ok = Session(connection, config, registry, "stdin", module=module, stream=True).run()
+    stdout.flush()
+    return 0 if ok else 1
 
 
 class Server:
@@ -352,7 +399,7 @@ class Server:
 
     def _run_thread(self, sock: socket.socket, peer: Any) -> None:
         try:
-            _session_main(sock, peer, self.config, self.registry)
+            serve_socket(sock, peer, self.config, self.registry)
         finally:
             with self._lock:
                 self._sockets.discard(sock)
@@ -362,7 +409,7 @@ class Server:
         self.listener.close()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _session_main(sock, peer, self.config, self.registry)
+        serve_socket(sock, peer, self.config, self.registry)
 
     def _reap(self) -> None:
         self._workers = [w for w in self._workers if w.is_alive()]
