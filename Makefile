@@ -13,10 +13,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# BART and the ISMRMRD C++ tools (the tests use ismrmrd_generate_cartesian_shepp_logan and bart).
+# Debian tools the tests use: BART, the ISMRMRD C++ tools (phantom generator), socat (stream relay).
 system-deps:
-	@if ! command -v bart >/dev/null || ! command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null; then \
-		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools; \
+	@if ! command -v bart >/dev/null || ! command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null \
+			|| ! command -v socat >/dev/null; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools socat; \
 	fi
 
 demo: $(VENV)/.installed

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import ismrmrd
-import numpy as np
 
 import constants
 import mrdfile
@@ -38,6 +36,7 @@ CONNECT_ATTEMPTS = 5
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 2.0
 DRAIN_ONLY_CONFIGS = ("null", "savedataonly")  # built-ins that by design send nothing back
+COUNT_KEYS = {MessageID.IMAGE: "images", MessageID.WAVEFORM: "waveforms", MessageID.ACQUISITION: "acquisitions"}
 
 
 @dataclasses.dataclass
@@ -130,14 +129,11 @@ class Receiver(threading.Thread):
         self.reader = reader
         self.outfile = outfile
         self.group = group
-        self.images: list[ismrmrd.Image] = []
-        self.waves: list[ismrmrd.Waveform] = []
-        self.acqs: list[ismrmrd.Acquisition] = []
+        self.batch = mrdfile.ItemBatch()
         self.counts = {"images": 0, "waveforms": 0, "acquisitions": 0, "texts": 0}
         self.errors: list[str] = []
         self.got_close = False
         self.failure: str | None = None
-        self._pending = 0
         self._last_flush = time.monotonic()
 
     def run(self) -> None:
@@ -165,38 +161,20 @@ class Receiver(threading.Thread):
             else:
                 log.info("Server: %s", item)
             return
-        if isinstance(item, ismrmrd.Image):
-            self.images.append(item)
-            self.counts["images"] += 1
-            self._pending += item.data.nbytes
-        elif isinstance(item, ismrmrd.Waveform):
-            self.waves.append(item)
-            self.counts["waveforms"] += 1
-        elif isinstance(item, ismrmrd.Acquisition):
-            self.acqs.append(item)
-            self.counts["acquisitions"] += 1
-            self._pending += item.data.nbytes
-        else:
+        if not self.batch.add(item):
             log.warning("Ignoring message %d from the server", msg_id)
-        if self._pending >= FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            return
+        self.counts[COUNT_KEYS[msg_id]] += 1
+        if self.batch.nbytes >= FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
         """Append what was received so far to the output file."""
         self._last_flush = time.monotonic()
-        if not (self.images or self.waves or self.acqs):
+        if not len(self.batch):
             return
         with h5py.File(self.outfile, "a") as h5:
-            group = h5.require_group(self.group)
-            if self.images:
-                heads = np.frombuffer(b"".join(bytes(im.getHead()) for im in self.images),
-                                      dtype=mrdfile.IMAGE_HEADER_DTYPE)
-                mrdfile.append_images(group, heads, [im.attribute_string for im in self.images],
-                                      [im.data for im in self.images])
-            mrdfile.append_waveforms(group, self.waves)
-            if self.acqs:
-                mrdfile.append_acquisitions(group, mrdfile.acquisitions_to_block(self.acqs))
-        self.images, self.waves, self.acqs, self._pending = [], [], [], 0
+            self.batch.write_to(h5.require_group(self.group))
 
 
 class Progress:
@@ -225,32 +203,11 @@ class Progress:
 def send_all(writer: MessageWriter, data: InputData, receiver: Receiver, progress: Progress) -> int:
     """Send waveforms, acquisitions and images; returns the number of items sent."""
     sent = 0
-
-    def tick() -> bool:
-        nonlocal sent
+    for _ in mrdfile.send_messages(writer, data.acquisitions, data.waveforms, data.images):
         sent += 1
         progress.update(sent, writer.bytes_written)
-        return not receiver.is_alive()
-
-    for wav in data.waveforms:
-        writer.send_waveform(wav)
-        if tick():
-            return sent
-    size = constants.SIZEOF_ACQUISITION_HEADER
-    blocks = mrdfile.iter_acquisition_blocks(data.acquisitions) if data.acquisitions is not None else ()
-    for block in blocks:
-        heads = memoryview(block.heads.tobytes())
-        for i in range(len(block)):
-            writer.send_acquisition_parts(heads[i * size:(i + 1) * size], block.traj[i], block.data[i])
-            if tick():
-                return sent
-    for series in data.images:
-        for i in range(len(series.heads)):
-            image = ismrmrd.Image(series.heads[i].tobytes(), attribute_string=series.attributes[i])
-            image.data[...] = series.data[i]
-            writer.send_image(image)
-            if tick():
-                return sent
+        if not receiver.is_alive():
+            break
     return sent
 
 

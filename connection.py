@@ -357,7 +357,7 @@ class Connection:
             raise StopIteration
         msg_id, item = self.reader.read()
         if self.recorder is not None and msg_id is not None:
-            self.recorder.record(msg_id, item)
+            self._record(msg_id, item)
         if msg_id is None or msg_id == MessageID.CLOSE:
             self.is_exhausted = True
             return None
@@ -374,6 +374,21 @@ class Connection:
 
     def next(self) -> Item:
         return self.__next__()
+
+    def _record(self, msg_id: int, item: Item) -> None:
+        """Save one received item; a failing save (full disk...) is reported and saving stops."""
+        try:
+            self.recorder.record(msg_id, item)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.stop_saving(exc)
+
+    def stop_saving(self, exc: BaseException) -> None:
+        """Give up saving after ``exc``: keep what the file holds, tell the client, go on with the session."""
+        recorder, self.recorder = self.recorder, None
+        msg = f"Saving incoming data to {recorder.path} failed ({type(exc).__name__}: {exc}); saving stopped"
+        log.error(msg)
+        recorder.abort()
+        self.send_logging(constants.MRD_LOGGING_ERROR, msg)
 
     def peek_mrd_message_identifier(self) -> int | None:
         return self.reader.peek_id()

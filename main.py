@@ -83,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server.preload()
     try:
         server.bind()
     except OSError as exc:
         log.error("Cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
-    server.preload()
     log.info("Server pid %d ready", os.getpid())
     server.serve_forever()
     log.info("Server stopped")

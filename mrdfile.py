@@ -17,19 +17,23 @@ read whole datasets and append whole batches, with the record types of
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import os
+import resource
+import shutil
 import re
 import secrets
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import h5py
 import ismrmrd
 import ismrmrd.hdf5 as mrdh5
 import numpy as np
 
-from constants import IMAGE_DTYPES
+from constants import IMAGE_DTYPES, MessageID
 
 ACQ_HEADER_DTYPE = mrdh5.acquisition_header_dtype
 IMAGE_HEADER_DTYPE = mrdh5.image_header_dtype
@@ -222,6 +226,98 @@ def iter_groups(h5: h5py.File) -> Iterable[str]:
     return [k for k in h5.keys() if isinstance(h5[k], h5py.Group)]
 
 
+def send_messages(writer: Any, acquisitions: h5py.Dataset | None = None,
+                  waveforms: Sequence[ismrmrd.Waveform] = (), images: Sequence[ImageSeries] = (),
+                  merge_waveforms: bool = False) -> Iterator[int]:
+    """Send the data of one group through a ``connection.MessageWriter``, one message per step.
+
+    A generator: each step sends one message and yields its ID, so the caller
+    can count, show progress or stop (``break``) between messages.  The order is
+    waveforms, acquisitions (read in blocks), then images; with
+    ``merge_waveforms`` the waveforms are instead interleaved with the
+    acquisitions by time stamp, a waveform before an acquisition with the same
+    stamp (the order of ``ismrmrd_hdf5_to_stream``).  Used by ``client.py`` and
+    ``tools/mrdhdf5_to_stream.py``.
+    """
+    waves = list(waveforms)
+    w = 0
+    if not merge_waveforms:
+        for wav in waves:
+            writer.send_waveform(wav)
+            yield MessageID.WAVEFORM
+        w = len(waves)
+    size = ACQ_HEADER_DTYPE.itemsize
+    for block in iter_acquisition_blocks(acquisitions) if acquisitions is not None else ():
+        heads = memoryview(block.heads.tobytes())
+        stamps = block.heads["acquisition_time_stamp"]
+        for i in range(len(block)):
+            while w < len(waves) and waves[w].time_stamp <= stamps[i]:
+                writer.send_waveform(waves[w])
+                w += 1
+                yield MessageID.WAVEFORM
+            writer.send_acquisition_parts(heads[i * size:(i + 1) * size], block.traj[i], block.data[i])
+            yield MessageID.ACQUISITION
+    for wav in waves[w:]:
+        writer.send_waveform(wav)
+        yield MessageID.WAVEFORM
+    for series in images:
+        for i in range(len(series.heads)):
+            image = ismrmrd.Image(series.heads[i].tobytes(), attribute_string=series.attributes[i])
+            image.data[...] = series.data[i]
+            writer.send_image(image)
+            yield MessageID.IMAGE
+
+
+class ItemBatch:
+    """Acquisitions, waveforms and images collected one by one, appended to a group together.
+
+    Shared by the client's receiver and ``tools/stream_to_mrdhdf5.py``; ``nbytes``
+    tells when to write.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.acquisitions: list[ismrmrd.Acquisition] = []
+        self.waveforms: list[ismrmrd.Waveform] = []
+        self.images: list[ismrmrd.Image] = []
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.acquisitions) + len(self.waveforms) + len(self.images)
+
+    def add(self, item: object) -> bool:
+        """Keep an acquisition, waveform or image; False (and nothing kept) for anything else."""
+        if isinstance(item, ismrmrd.Acquisition):
+            self.acquisitions.append(item)
+            self.nbytes += item.data.nbytes + item.traj.nbytes
+        elif isinstance(item, ismrmrd.Image):
+            self.images.append(item)
+            self.nbytes += item.data.nbytes
+        elif isinstance(item, ismrmrd.Waveform):
+            self.waveforms.append(item)
+            self.nbytes += item.data.nbytes
+        else:
+            return False
+        return True
+
+    def write_to(self, group: h5py.Group) -> None:
+        """Append everything kept to ``group`` (raw data first, then images) and start a new batch.
+
+        The batch is emptied even when an image series does not fit the stored
+        one (ValueError from :func:`append_images`), so a failed write is not repeated.
+        """
+        acqs, waves, images = self.acquisitions, self.waveforms, self.images
+        self.clear()
+        if acqs:
+            append_acquisitions(group, acquisitions_to_block(acqs))
+        append_waveforms(group, waves)
+        if images:
+            heads = np.frombuffer(b"".join(bytes(im.getHead()) for im in images), dtype=IMAGE_HEADER_DTYPE)
+            append_images(group, heads, [im.attribute_string for im in images], [im.data for im in images])
+
+
 class SessionRecorder:
     """Saves everything one session receives as a replayable MRD HDF5 file.
 
@@ -238,10 +334,7 @@ class SessionRecorder:
         self._xml = header_xml
         self._file = h5py.File(path, "w")
         self.group = self._file.require_group("dataset")
-        self._acqs: list[ismrmrd.Acquisition] = []
-        self._waves: list[ismrmrd.Waveform] = []
-        self._images: list[ismrmrd.Image] = []
-        self._pending = 0
+        self._batch = ItemBatch()
 
     @classmethod
     def start(cls, folder: str, config: str, config_from_file: bool, json_text: str | None,
@@ -259,34 +352,44 @@ class SessionRecorder:
 
     def record(self, msg_id: int, item: object) -> None:
         """Buffer one received item; flush when the buffer is large."""
-        if isinstance(item, ismrmrd.Acquisition):
-            self._acqs.append(item)
-            self._pending += item.data.nbytes + item.traj.nbytes
-        elif isinstance(item, ismrmrd.Image):
-            self._images.append(item)
-            self._pending += item.data.nbytes
-        elif isinstance(item, ismrmrd.Waveform):
-            self._waves.append(item)
-            self._pending += item.data.nbytes
-        if self._pending >= self.flush_bytes:
+        self._batch.add(item)
+        if self._batch.nbytes >= self.flush_bytes:
             self.flush()
+
+    def _check_room(self, nbytes: int) -> None:
+        """Refuse a write that would not fit on the disk or under the file-size limit (``ulimit -f``).
+
+        HDF5 does not survive a failed write (h5py then crashes the process on
+        close), so a batch is only written when there is room for it.
+        """
+        needed = int(nbytes * 1.1) + (1 << 20)
+        room = shutil.disk_usage(self.path.parent).free
+        soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft_limit != resource.RLIM_INFINITY:
+            room = min(room, soft_limit - self.path.stat().st_size)
+        if needed > room:
+            raise OSError(errno.ENOSPC, f"no room for {needed} more bytes ({max(room, 0)} left)", str(self.path))
 
     def flush(self) -> None:
         """Append the buffered items to the file."""
-        if self._acqs:
-            append_acquisitions(self.group, acquisitions_to_block(self._acqs))
-        append_waveforms(self.group, self._waves)
-        if self._images:
-            heads = np.frombuffer(b"".join(bytes(im.getHead()) for im in self._images), dtype=IMAGE_HEADER_DTYPE)
-            append_images(self.group, heads, [im.attribute_string for im in self._images],
-                          [im.data for im in self._images])
-        self._acqs, self._waves, self._images, self._pending = [], [], [], 0
+        self._check_room(self._batch.nbytes + 512 * len(self._batch))
+        self._batch.write_to(self.group)
         self._file.flush()
 
+    def abort(self) -> None:
+        """Close the file after a failed write, keeping whatever it already holds."""
+        self._batch.clear()
+        try:
+            self._file.close()
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.warning("Closing %s after a failed write: %s", self.path, exc)
+
     def close(self) -> Path:
-        """Flush, close and rename by protocol name; returns the final path."""
+        """Flush, sync to disk, close and rename by protocol name; returns the final path."""
         self.flush()
         self._file.close()
+        with open(self.path, "rb") as synced:
+            os.fsync(synced.fileno())
         match = re.search(r"<protocolName>([^<]*)</protocolName>", self._xml)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", match.group(1).strip()) if match else ""
         if name:

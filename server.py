@@ -182,11 +182,10 @@ def _apply_json(setup: SessionSetup, connection: Connection) -> None:
 
 
 def drain(connection: Connection) -> None:
-    """Read until CLOSE (the ``null`` and ``savedataonly`` built-ins)."""
+    """Read until CLOSE (the ``null`` and ``savedataonly`` built-ins); the session then sends CLOSE."""
     for item in connection:
         if item is None:
             break
-    connection.send_close()
 
 
 class Session:
@@ -283,22 +282,29 @@ class Session:
             log.warning("Could not send the error to the peer: %s", send_exc)
 
     def _finish(self) -> None:
-        """Send CLOSE if not yet sent; when saving, record what is still coming, then close the file."""
+        """When saving, record what is still coming and close the file; then send CLOSE if not yet sent."""
         conn = self.connection
+        if conn.recorder is not None:
+            self._finish_saving()
         try:
             conn.send_close()
         except OSError as exc:
             log.debug("Could not send CLOSE, the peer is gone: %s", exc)
-        if conn.recorder is None:
-            return
+
+    def _finish_saving(self) -> None:
+        conn = self.connection
         if not conn.is_exhausted and not self._stream_broken:
             try:
                 for _ in conn:
                     pass
             except (MrdError, OSError) as exc:
                 log.warning("Saving stopped at a broken message: %s", exc)
-        path = conn.recorder.close()
-        conn.mrdFilePath = str(path)
+        if conn.recorder is None:  # saving failed on the way
+            return
+        try:
+            conn.mrdFilePath = str(conn.recorder.close())
+        except (OSError, RuntimeError, ValueError) as exc:
+            conn.stop_saving(exc)
 
 
 def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
@@ -329,6 +335,14 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
     return 0 if ok else 1
 
 
+def _shutdown_quietly(sock: socket.socket) -> None:
+    """End the receiving side of a socket: a blocked session sees end of stream, and can still send CLOSE."""
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+
+
 class Server:
     """Listens on host:port and runs each session in a thread (or a forked process with ``multiprocessing``)."""
 
@@ -336,7 +350,7 @@ class Server:
         self.config = config
         self.registry = ModuleRegistry(config.module_dirs)
         self._stop = threading.Event()
-        self._workers: list[threading.Thread | multiprocessing.Process] = []
+        self._workers: list[threading.Thread | multiprocessing.process.BaseProcess] = []
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.listener: socket.socket | None = None
@@ -408,7 +422,7 @@ class Server:
         """Session in a forked child: the parent alone listens and handles signals."""
         self.listener.close()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: _shutdown_quietly(sock))
         serve_socket(sock, peer, self.config, self.registry)
 
     def _reap(self) -> None:
@@ -428,11 +442,11 @@ class Server:
         log.warning("Ending %d session(s) that outlived the grace period", len(self._workers))
         with self._lock:
             for sock in list(self._sockets):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _shutdown_quietly(sock)
         for worker in self._workers:
-            if isinstance(worker, multiprocessing.Process):
+            is_process = not isinstance(worker, threading.Thread)
+            if is_process:
+                worker.terminate()
+            worker.join(10.0)
+            if is_process and worker.is_alive():
                 worker.kill()
-            worker.join(5.0)

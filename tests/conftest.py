@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -83,3 +84,9 @@ def nrmse(image: np.ndarray, reference: np.ndarray) -> float:
 
 def rss(coil_images: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.sqrt((np.abs(coil_images) ** 2).sum(axis=axis))
+
+
+def images_of(path, group, series="image_0"):
+    """Pixels, headers and attribute strings of one image series of an MRD HDF5 file."""
+    with h5py.File(path, "r") as f:
+        return f[group][series]["data"][...], f[group][series]["header"][...], list(f[group][series]["attributes"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import mrdfile
-from conftest import REPO, ServerProcess, generate_phantom, nrmse, rss, run_client
+from conftest import REPO, ServerProcess, generate_phantom, images_of, nrmse, rss, run_client
 from connection import MessageReader, MessageWriter
 
 
@@ -22,11 +22,6 @@ def phantom(tmp_path_factory):
     """Noise-free 64x64 phantom, 4 coils, 2 slices, 2 repetitions (4 images)."""
     path = tmp_path_factory.mktemp("data") / "phantom.h5"
     return generate_phantom(path, "-m", "64", "-c", "4", "-n", "0", "-r", "2", "--slices", "2")
-
-
-def images_of(path, group, series="image_0"):
-    with h5py.File(path, "r") as f:
-        return f[group][series]["data"][...], f[group][series]["header"][...], list(f[group][series]["attributes"])
 
 
 def test_simplefft_matches_rss_of_noise_free_coil_images(server, phantom, tmp_path):
