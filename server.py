@@ -51,7 +51,7 @@ class ServerConfig:
     module_dirs: tuple[Path, ...] = (REPO_DIR / "modules",)
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
-    preload: tuple[str, ...] = ("simplefft", "invertcontrast")
+    preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow")
 
 
 class ModuleRegistry:

@@ -5,17 +5,22 @@ magnitude images, scale them together to ``BitsStored``, apply the module's
 pixel operation, decorate the result (ROI, colour table or RGB, per the JSON
 ``options``), and optionally send the originals back in series 99.  Options are
 read once into :class:`ImageOptions`; bad values raise :class:`ConfigError`.
+
+:func:`serve` is the session loop every example module shares: readouts are
+grouped per slice, images per series, and what the module's callbacks return
+is sent; :func:`slice_image` turns a finished slice into an int16 image.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import ismrmrd
 import matplotlib
 import numpy as np
 
+import constants
 import mrdhelper
 from connection import MrdError
 
@@ -112,17 +117,23 @@ def originals(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
     return out
 
 
+def max_value_of(metadata: Any) -> int:
+    """``2**BitsStored - 1``: the largest pixel value of int16 output (4095 by default)."""
+    return 2 ** _recon.bits_stored(metadata) - 1
+
+
 def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions, history: list[str],
-                  description: str, pixel_op: Callable[[np.ndarray, int], np.ndarray]) -> list[ismrmrd.Image]:
+                  description: str, pixel_op: Callable[[np.ndarray, int], np.ndarray],
+                  extra_meta: Optional[dict] = None) -> list[ismrmrd.Image]:
     """Process one series group; ``pixel_op(stack, max_value)`` maps ``[n, cha, z, y, x]`` pixels.
 
     Magnitude images (image_type 1 or unset) are scaled together so the group
     maximum becomes ``2**BitsStored - 1`` and stored as int16 (float32 without
     rescaling for ``options = complex``); other images are returned unchanged
     with ``Keep_image_geometry = 1``.  With ``send_original`` the inputs come
-    first, in series 99.
+    first, in series 99.  ``extra_meta`` is added to every processed image.
     """
-    max_value = 2 ** _recon.bits_stored(metadata) - 1
+    max_value = max_value_of(metadata)
     out = originals(images) if opts.send_original else []
     magnitude = [im for im in images if im.image_type in MAGNITUDE_TYPES]
     for im in images:
@@ -147,6 +158,7 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
         meta = ismrmrd.Meta(im.meta)
         meta.update(_recon.display_meta(result, max_value, history))
         meta["SequenceDescriptionAdditional"] = description
+        meta.update(extra_meta or {})
         result.meta = meta
         out.append(decorate(result, opts, max_value))
     return out
@@ -155,3 +167,83 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
 def invert(pixels: np.ndarray, max_value: float) -> np.ndarray:
     """Contrast inversion ``max_value - x`` in the input's data type."""
     return (max_value - pixels).astype(pixels.dtype)
+
+
+def slice_image(kspace: _recon.SliceKspace, metadata: Any, image_index: int, history: list[str],
+                pixel_op: Optional[Callable[[np.ndarray, int], np.ndarray]] = None) -> ismrmrd.Image:
+    """int16 RSS image of a finished slice, scaled to ``BitsStored``, with display MetaAttributes.
+
+    ``pixel_op(pixels, max_value)``, when given, maps the int16 ``[y, x]`` pixels first.
+    """
+    max_value = max_value_of(metadata)
+    pixels = _recon.to_int16(kspace.rss_image(), max_value)
+    if pixel_op is not None:
+        pixels = pixel_op(pixels, max_value)
+    image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
+    image.meta = _recon.display_meta(image, max_value, history)
+    return image
+
+
+@dataclasses.dataclass
+class Received:
+    """What :func:`serve` read: counts of acquisitions, images and finished slices."""
+
+    acquisitions: int = 0
+    images: int = 0
+    slices: int = 0
+
+
+SliceHandler = Callable[[_recon.SliceKspace, int], Any]
+GroupHandler = Callable[[list], Any]
+
+
+def serve(connection: Any, metadata: Any, on_slice: Optional[SliceHandler] = None,
+          on_group: Optional[GroupHandler] = None) -> Received:
+    """Read a session to CLOSE, sending what the callbacks return (an image, a list or None).
+
+    ``on_slice(kspace, image_index)`` gets each finished :class:`_recon.SliceKspace`
+    (imaging readouts until ``LAST_IN_SLICE``; image_index counts from 1);
+    ``on_group(images)`` gets each run of images with the same
+    ``image_series_index``.  Leftovers are handed over at CLOSE.  Input without
+    a callback is counted and reported once, as an INFO text, as ignored.
+    Waveforms and texts are ignored.  CLOSE is the module's to send.
+    """
+    slices = _recon.SliceGrouper(metadata)
+    group: list[ismrmrd.Image] = []
+    got = Received()
+
+    def finish_slice(done: Optional[_recon.SliceKspace]) -> None:
+        if done is not None:
+            got.slices += 1
+            connection.send_image(on_slice(done, got.slices))
+
+    for item in connection:
+        if item is None:
+            break
+        if isinstance(item, ismrmrd.Acquisition):
+            got.acquisitions += 1
+            if on_slice is not None:
+                finish_slice(slices.add(item))
+        elif isinstance(item, ismrmrd.Image):
+            got.images += 1
+            if on_group is None:
+                continue
+            if group and item.image_series_index != group[-1].image_series_index:
+                connection.send_image(on_group(group))
+                group = []
+            group.append(item)
+        else:
+            log.debug("Ignoring %s", type(item).__name__)
+    if on_slice is not None:
+        finish_slice(slices.flush())
+    if group:
+        connection.send_image(on_group(group))
+    _report_ignored(connection, on_slice is None and got.acquisitions, "raw data", "acquisitions", "images")
+    _report_ignored(connection, on_group is None and got.images, "images", "images", "raw data")
+    return got
+
+
+def _report_ignored(connection: Any, count: int, what: str, unit: str, wanted: str) -> None:
+    if count:
+        connection.send_logging(constants.MRD_LOGGING_INFO,
+                                f"{count} {unit} ignored: this module takes {wanted}, not {what}")

@@ -13,10 +13,7 @@ JSON options (``invertcontrast.json``): ``options`` = "" | "complex" | "rgb" |
 """
 import logging
 
-import ismrmrd
-
 import _images
-import _recon
 import constants
 
 log = logging.getLogger(__name__)
@@ -27,46 +24,20 @@ DESCRIPTION = "FIRE"
 
 def invert_slice(kspace, metadata, image_index, opts):
     """One inverted int16 image from a finished :class:`_recon.SliceKspace`."""
-    max_value = 2 ** _recon.bits_stored(metadata) - 1
-    pixels = max_value - _recon.to_int16(kspace.rss_image(), max_value)
-    image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
-    image.meta = _recon.display_meta(image, max_value, HISTORY)
+    image = _images.slice_image(kspace, metadata, image_index, HISTORY, _images.invert)
     image.meta["SequenceDescriptionAdditional"] = DESCRIPTION
-    return _images.decorate(image, opts, max_value)
+    return _images.decorate(image, opts, _images.max_value_of(metadata))
 
 
 def process(connection, config, metadata):
-    opts = _images.ImageOptions.from_config(config)
-    slices = _recon.SliceGrouper(metadata)
-    images = []
-    image_index = 0
-
-    def send_images():
-        connection.send_image(_images.process_group(images, metadata, opts, HISTORY, DESCRIPTION, _images.invert))
-
     try:
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, ismrmrd.Acquisition):
-                done = slices.add(item)
-                if done is not None:
-                    image_index += 1
-                    connection.send_image(invert_slice(done, metadata, image_index, opts))
-            elif isinstance(item, ismrmrd.Image):
-                if images and item.image_series_index != images[-1].image_series_index:
-                    send_images()
-                    images = []
-                images.append(item)
-            else:
-                log.info("invertcontrast ignores %s", type(item).__name__)
-        done = slices.flush()
-        if done is not None:
-            image_index += 1
-            connection.send_image(invert_slice(done, metadata, image_index, opts))
-            if opts.send_original:
-                connection.send_logging(constants.MRD_LOGGING_WARNING, "sendOriginal applies to image input only")
-        if images:
-            send_images()
+        opts = _images.ImageOptions.from_config(config)
+        got = _images.serve(
+            connection, metadata,
+            on_slice=lambda kspace, index: invert_slice(kspace, metadata, index, opts),
+            on_group=lambda images: _images.process_group(images, metadata, opts, HISTORY, DESCRIPTION,
+                                                          _images.invert))
+        if got.slices and opts.send_original:
+            connection.send_logging(constants.MRD_LOGGING_WARNING, "sendOriginal applies to image input only")
     finally:
         connection.send_close()
