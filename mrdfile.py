@@ -226,6 +226,15 @@ def iter_groups(h5: h5py.File) -> Iterable[str]:
     return [k for k in h5.keys() if isinstance(h5[k], h5py.Group)]
 
 
+def named_or_last_group(h5: h5py.File, requested: str | None) -> str:
+    """``requested`` when the file has it, else (when None) the file's last group; LookupError otherwise."""
+    groups = list(iter_groups(h5))
+    group = requested or (groups[-1] if groups else None)
+    if group not in groups:
+        raise LookupError(f"{h5.filename} has no group {group} (groups: {', '.join(groups) or 'none'})")
+    return group
+
+
 def send_messages(writer: Any, acquisitions: h5py.Dataset | None = None,
                   waveforms: Sequence[ismrmrd.Waveform] = (), images: Sequence[ImageSeries] = (),
                   merge_waveforms: bool = False) -> Iterator[int]:

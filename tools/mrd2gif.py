@@ -161,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     outdir = args.outdir or args.filename.parent
     with h5py.File(args.filename, "r") as h5:
-        groups = list(mrdfile.iter_groups(h5))
-        group = args.group or (groups[-1] if groups else None)
-        if group not in groups:
-            log.error("%s has no group %s (groups: %s)", args.filename, group, ", ".join(groups) or "none")
+        try:
+            group = mrdfile.named_or_last_group(h5, args.group)
+        except LookupError as exc:
+            log.error("%s", exc)
             return 2
         names = mrdfile.image_series_names(h5[group])
         if args.series is not None and args.series not in names:
