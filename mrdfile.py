@@ -17,15 +17,7 @@ read whole datasets and append whole batches, with the record types of
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
-import os
-import resource
-import shutil
-import re
-import secrets
-import time
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import h5py
@@ -86,7 +78,7 @@ def write_xml(group: h5py.Group, text: str) -> None:
     """Write (or replace) the XML header of a group."""
     if "xml" in group:
         del group["xml"]
-    _write_text(group, "xml", text)
+    write_text(group, "xml", text)
 
 
 def _acquisition_block(records: np.ndarray) -> AcquisitionBlock:
@@ -327,87 +319,7 @@ class ItemBatch:
             append_images(group, heads, [im.attribute_string for im in images], [im.data for im in images])
 
 
-class SessionRecorder:
-    """Saves everything one session receives as a replayable MRD HDF5 file.
-
-    Items are buffered and appended in batches of about ``flush_bytes``; the
-    file is ``<folder>/MRD_input_<date-time>_<random>.h5`` (group ``dataset``),
-    renamed to ``<protocolName>_<date-time>_<random>.h5`` when closed if the
-    header names a protocol.
-    """
-
-    flush_bytes = 64 << 20
-
-    def __init__(self, path: Path, header_xml: str) -> None:
-        self.path = path
-        self._xml = header_xml
-        self._file = h5py.File(path, "w")
-        self.group = self._file.require_group("dataset")
-        self._batch = ItemBatch()
-
-    @classmethod
-    def start(cls, folder: str, config: str, config_from_file: bool, json_text: str | None,
-              xml: str) -> "SessionRecorder":
-        """Create the file and store the session's configuration, JSON text and header."""
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y-%m-%d-%H%M%S")
-        rec = cls(Path(folder) / f"MRD_input_{stamp}_{secrets.token_hex(3)}.h5", xml)
-        _write_text(rec.group, "config_file" if config_from_file else "config", config)
-        if json_text is not None:
-            _write_text(rec.group, "configAdditional", json_text)
-        write_xml(rec.group, xml)
-        log.info("Saving incoming data to %s", rec.path)
-        return rec
-
-    def record(self, msg_id: int, item: object) -> None:
-        """Buffer one received item; flush when the buffer is large."""
-        self._batch.add(item)
-        if self._batch.nbytes >= self.flush_bytes:
-            self.flush()
-
-    def _check_room(self, nbytes: int) -> None:
-        """Refuse a write that would not fit on the disk or under the file-size limit (``ulimit -f``).
-
-        HDF5 does not survive a failed write (h5py then crashes the process on
-        close), so a batch is only written when there is room for it.
-        """
-        needed = int(nbytes * 1.1) + (1 << 20)
-        room = shutil.disk_usage(self.path.parent).free
-        soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if soft_limit != resource.RLIM_INFINITY:
-            room = min(room, soft_limit - self.path.stat().st_size)
-        if needed > room:
-            raise OSError(errno.ENOSPC, f"no room for {needed} more bytes ({max(room, 0)} left)", str(self.path))
-
-    def flush(self) -> None:
-        """Append the buffered items to the file."""
-        self._check_room(self._batch.nbytes + 512 * len(self._batch))
-        self._batch.write_to(self.group)
-        self._file.flush()
-
-    def abort(self) -> None:
-        """Close the file after a failed write, keeping whatever it already holds."""
-        self._batch.clear()
-        try:
-            self._file.close()
-        except (OSError, RuntimeError, ValueError) as exc:
-            log.warning("Closing %s after a failed write: %s", self.path, exc)
-
-    def close(self) -> Path:
-        """Flush, sync to disk, close and rename by protocol name; returns the final path."""
-        self.flush()
-        self._file.close()
-        with open(self.path, "rb") as synced:
-            os.fsync(synced.fileno())
-        match = re.search(r"<protocolName>([^<]*)</protocolName>", self._xml)
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", match.group(1).strip()) if match else ""
-        if name:
-            target = self.path.with_name(self.path.name.replace("MRD_input_", f"{name}_", 1))
-            self.path = self.path.rename(target)
-        log.info("Saved incoming data to %s", self.path)
-        return self.path
-
-
-def _write_text(group: h5py.Group, name: str, text: str) -> None:
+def write_text(group: h5py.Group, name: str, text: str) -> None:
+    """Store ``text`` as a (1,) vlen-bytes dataset ``name`` (the layout of ``xml`` and ``config``)."""
     dset = group.create_dataset(name, (1,), dtype=h5py.special_dtype(vlen=bytes))
     dset[0] = text.encode("utf-8")

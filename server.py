@@ -29,7 +29,7 @@ import ismrmrd.xsd
 
 import constants
 from connection import Connection, MessageID, MrdError, ProtocolError
-from mrdfile import SessionRecorder
+from mrdsave import SessionRecorder
 
 log = logging.getLogger(__name__)
 

@@ -144,11 +144,11 @@ def baseline_once(path: str) -> tuple[float, int]:
 class ServerProcess:
     """``python main.py -p PORT`` in the repository folder, logging to a file."""
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, *extra_args: str) -> None:
         self.port = port
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "main.py", "-p", str(port)], cwd=REPO_DIR,
+        self.proc = subprocess.Popen([sys.executable, "main.py", "-p", str(port), *extra_args], cwd=REPO_DIR,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> None:

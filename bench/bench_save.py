@@ -1,0 +1,130 @@
+"""Saving bench: ``savedataonly`` against plain sequential writes to the same folder (run by hand).
+
+``python bench/bench_save.py [--data FILE] [--matrix 256 --coils 32 --repetitions 8] [--repeats 3]``
+
+In one run, each figure the median of ``--repeats`` runs:
+
+(a) plain write: the bytes of the raw data (340-byte headers + data, as sent on the
+    wire) written to a file in the save folder in 1 MB ``write`` calls, then ``fsync``;
+(b) ``client.py -c savedataonly`` against ``main.py -S <save folder>``: the server's
+    session time (from "Session ... started" to "... ended" in its log, which includes
+    writing the HDF5 file and its ``fsync``), and, for information, the wall time of the
+    client process (Python start-up included).
+
+Prints the save speed (b) as a fraction of the plain write speed (a); target >= 0.5.  The saved
+file must hold every acquisition (checked).  Exit status 0 pass, 1 fail, 2 the bench broke.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import (REPO_DIR, BenchError, ServerProcess, client_once, free_port,  # noqa: E402
+                        machine_description, raw_data_bytes, verdict)
+
+TARGET_FRACTION = 0.5
+WRITE_CHUNK = 1 << 20
+SESSION_LINE = re.compile(r"Session from \('127\.0\.0\.1', (\d+)\) ended after ([0-9.]+) s")
+
+
+def plain_write_once(folder: Path, nbytes: int) -> float:
+    """Seconds to write ``nbytes`` in 1 MB writes and fsync them."""
+    chunk = os.urandom(WRITE_CHUNK)
+    path = folder / "plain_write.bin"
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for offset in range(0, nbytes, WRITE_CHUNK):
+            f.write(chunk[:min(WRITE_CHUNK, nbytes - offset)])
+        f.flush()
+        os.fsync(f.fileno())
+    elapsed = time.perf_counter() - start
+    path.unlink()
+    return elapsed
+
+
+def last_session_seconds(log_path: Path) -> float:
+    found = SESSION_LINE.findall(log_path.read_text(errors="replace"))
+    if not found:
+        raise BenchError(f"no session end in {log_path}")
+    return float(found[-1][1])
+
+
+def check_saved(folder: Path, count: int) -> None:
+    saved = sorted(folder.glob("*.h5"))
+    if len(saved) != 1:
+        raise BenchError(f"expected one saved file in {folder}, found {len(saved)}")
+    with h5py.File(saved[0], "r") as h5:
+        stored = h5["dataset/data"].shape[0]
+    saved[0].unlink()
+    if stored != count:
+        raise BenchError(f"saved file holds {stored} of {count} acquisitions")
+
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    data = args.data
+    if data is None:
+        data = str(tmp / "phantom.h5")
+        subprocess.run([sys.executable, "tools/generate_cartesian_shepp_logan_dataset.py", "-o", data,
+                        "-m", str(args.matrix), "-c", str(args.coils), "-r", str(args.repetitions)],
+                       cwd=REPO_DIR, check=True, capture_output=True)
+    data = str(Path(data).resolve())
+    count, nbytes = raw_data_bytes(data)
+    save_dir = tmp / "saved"
+    save_dir.mkdir()
+    server = ServerProcess(free_port(), tmp / "server.log", "-S", str(save_dir))
+    plain, session, client = [], [], []
+    try:
+        server.wait_ready()
+        for i in range(args.repeats):
+            plain.append(plain_write_once(save_dir, nbytes))
+            client.append(client_once(server.port, "savedataonly", data, tmp / "out.h5"))
+            session.append(last_session_seconds(server.log_path))
+            check_saved(save_dir, count)
+            print(f"repeat {i + 1}/{args.repeats}: plain {plain[-1]:.3f} s  session {session[-1]:.3f} s  "
+                  f"client {client[-1]:.3f} s", flush=True)
+    finally:
+        status = server.stop()
+    a, b, c = statistics.median(plain), statistics.median(session), statistics.median(client)
+    mb = nbytes / 1e6
+    fraction = a / b
+    print(f"\ndate (UTC):        {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}")
+    print(f"machine:           {machine_description()}")
+    print(f"data:              {data} ({count} acquisitions, {mb:.1f} MB)")
+    print(f"(a) plain write:   {a:.3f} s ({mb / a:.0f} MB/s)  1 MB writes + fsync, same folder")
+    print(f"(b) savedataonly:  {b:.3f} s ({mb / b:.0f} MB/s)  server session incl. HDF5 write + fsync")
+    print(f"    client wall:   {c:.3f} s ({mb / c:.0f} MB/s)  end to end incl. Python start-up")
+    print(f"server exit:       {status}")
+    print(f"target save speed >= {TARGET_FRACTION:.0%} of plain   {fraction:.2f}  {verdict(fraction >= TARGET_FRACTION)}")
+    print(f"(end to end, for information: {a / c:.2f} of plain)")
+    return 0 if fraction >= TARGET_FRACTION and status == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="MRD raw-data file (default: a generated phantom)")
+    parser.add_argument("--matrix", type=int, default=256)
+    parser.add_argument("--coils", type=int, default=32)
+    parser.add_argument("--repetitions", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_save_", dir=args.data and Path(args.data).parent) as tmp:
+        try:
+            return run(args, Path(tmp))
+        except BenchError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
