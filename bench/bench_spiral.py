@@ -1,0 +1,180 @@
+"""Spiral view-sharing bench: our sliding-window gridding against per-frame sigpy NUFFTs (run by hand).
+
+``python bench/bench_spiral.py [--gpu -1|0] [--matrix 240 --coils 20 --arms-per-frame 55
+--samples 1300 --window-shift 17] [--session-arms 2000] [--repeats 5]``
+
+(a) baseline: ``sigpy.nufft_adjoint`` of the DCF-weighted samples of one frame's
+    ``arms_per_frame`` arms, then root-sum-of-squares (what a per-frame recon does);
+(b) ours per frame in steady state: grid the ``window_shift`` new arms, remove the
+    ``window_shift`` old ones, one FFT of the grid sum, RSS, to the host;
+(c) latency: from handing the frame's last arm to the module's code until the
+    serialised MRD image message is written (grid, FFT, combine, scale, header, bytes);
+(d) frames per second of a whole ``--session-arms`` session over a socket
+    (``main.py`` + ``client.py -c simplenufft1arm``), CPU only, on a generated data set.
+(a)-(c) run on the device chosen by ``--gpu``; the device is named in the output.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_DIR))
+sys.path.insert(0, str(REPO_DIR / "modules"))
+
+import _backend  # noqa: E402
+import _coils  # noqa: E402
+import ismrmrd  # noqa: E402
+from _gridding import ArmGridder  # noqa: E402
+from _view_sharing import SlidingWindow  # noqa: E402
+from connection import MessageWriter  # noqa: E402
+
+
+def golden_angle_spiral(interleaves: int, samples: int, m: int, turns: float = 16) -> np.ndarray:
+    """Archimedean arms rotated by the golden angle, grid units: ``[interleaves, samples, 2]``."""
+    t = np.linspace(0, 1, samples)
+    angles = np.deg2rad((np.arange(interleaves) * 222.4969) % 360)
+    phase = 2 * np.pi * turns * t[None, :] + angles[:, None]
+    return np.stack([t * m / 2 * np.cos(phase), t * m / 2 * np.sin(phase)], axis=-1).astype(np.float32)
+
+
+def timed(fn, backend, repeats):
+    """Median seconds of ``fn()`` after one warm-up call, device synchronised."""
+    fn()
+    backend.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        backend.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def device_name(backend) -> str:
+    if backend.gpu >= 0:
+        props = backend.xp.cuda.runtime.getDeviceProperties(backend.gpu)
+        return f"GPU {props['name'].decode()} (CuPy {backend.xp.__version__})"
+    return f"CPU {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores (NumPy)"
+
+
+def per_frame(args, backend) -> dict:
+    import sigpy
+    rng = np.random.default_rng(0)
+    m, nc, apf, ns, ws = args.matrix, args.coils, args.arms_per_frame, args.samples, args.window_shift
+    interleaves = 144
+    coord = golden_angle_spiral(interleaves, ns, m)
+    dcf = np.linspace(0.02, 1, ns).astype(np.float32)
+    arms = (rng.standard_normal((interleaves, nc, ns)) + 1j * rng.standard_normal((interleaves, nc, ns)))
+    arms = arms.astype(np.complex64)
+    xp = backend.xp
+    device = sigpy.Device(backend.gpu)
+    with device:
+        frame_coord = xp.asarray(coord[:apf])
+        frame_data = xp.asarray(np.moveaxis(arms[:apf] * dcf, 1, 0))  # [coils, arms, Ns]
+
+    def baseline():
+        with device:
+            _coils.rss(sigpy.nufft_adjoint(frame_data, frame_coord, (nc, m, m)))
+
+    window = SlidingWindow(ArmGridder(coord, m, backend), apf, ws, dcf, 0)
+    counter = iter(range(10 ** 9))
+    for _ in range(apf):
+        i = next(counter)
+        window.add(i % interleaves, arms[i % interleaves])
+
+    def ours():
+        for _ in range(ws):
+            i = next(counter)
+            window.add(i % interleaves, arms[i % interleaves])
+        backend.to_host(_coils.rss(window.coil_images()))
+
+    sink = io.BytesIO()
+    writer = MessageWriter.for_stream(sink)
+    template = ismrmrd.Acquisition.from_array(np.zeros((nc, ns), np.complex64))
+
+    def latency():
+        i = next(counter)
+        window.add(i % interleaves, arms[i % interleaves])
+        pixels = backend.to_host(_coils.rss(window.coil_images()))
+        data = np.around(pixels[::-1].T * (4095 / pixels.max())).astype(np.int16)
+        image = ismrmrd.Image.from_array(data, acquisition=template, transpose=False)
+        image.meta = ismrmrd.Meta({"WindowCenter": "2048", "WindowWidth": "4096"})
+        sink.seek(0)
+        writer.send_image(image)
+
+    a = timed(baseline, backend, args.repeats)
+    b = timed(ours, backend, args.repeats)
+    c = timed(latency, backend, args.repeats)
+    return {"a_baseline_s": a, "b_ours_s": b, "c_latency_s": c, "speedup_a_over_b": a / b}
+
+
+def session_fps(args, tmp: Path) -> dict:
+    """Frames per second of a socket session with the generated data set (CPU)."""
+    data = tmp / "spiral.h5"
+    gen = [sys.executable, "tools/generate_spiral_dataset.py", "-o", str(data), "--metafile-dir", str(tmp),
+           "--coils", str(args.coils), "--arms", str(args.session_arms), "--res-mm", "1",
+           "--fov-cm", str(args.matrix / 10), "--golden-angle", "--interleaves", "144", "--bart"]
+    subprocess.run(gen, cwd=REPO_DIR, check=True, capture_output=True)
+    config = tmp / "rtspiral.toml"
+    config.write_text(f'metafile_paths = ["{tmp}"]\n[reconstruction]\ngpu_device = -1\n'
+                      f'arms_per_frame = {args.arms_per_frame}\nwindow_shift = {args.window_shift}\n')
+    (tmp / "simplenufft1arm.json").write_text(json.dumps({"parameters": {"spiral_config": str(config)}}))
+    port = 9300 + int(time.time()) % 500
+    log = tmp / "server.log"
+    server = subprocess.Popen([sys.executable, str(REPO_DIR / "main.py"), "-p", str(port), "-l", str(log)],
+                              cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, str(REPO_DIR / "client.py"), "-p", str(port), "-c", "simplenufft1arm",
+                               "-o", str(tmp / "out.h5"), str(data)], cwd=tmp, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(30)
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout + done.stderr)
+    frames = int(re.search(r"received (\d+) images", done.stdout).group(1))
+    session = float(re.findall(r"ended after ([0-9.]+) s", log.read_text())[-1])
+    return {"frames": frames, "session_s": session, "fps_session": frames / session, "client_wall_s": wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", type=int, default=-1, help="CUDA device, -1 for the CPU")
+    parser.add_argument("--matrix", type=int, default=240)
+    parser.add_argument("--coils", type=int, default=20)
+    parser.add_argument("--arms-per-frame", type=int, default=55)
+    parser.add_argument("--samples", type=int, default=1300)
+    parser.add_argument("--window-shift", type=int, default=17)
+    parser.add_argument("--session-arms", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-session", action="store_true", help="only (a)-(c)")
+    args = parser.parse_args(argv)
+    backend = _backend.select(args.gpu)
+    result = {"date_utc": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
+              "device": device_name(backend), "args": vars(args)}
+    result.update(per_frame(args, backend))
+    if not args.skip_session:
+        with tempfile.TemporaryDirectory() as tmp:
+            result.update(session_fps(args, Path(tmp)))
+    for key, value in result.items():
+        print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

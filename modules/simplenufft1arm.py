@@ -1,0 +1,204 @@
+"""simplenufft1arm: real-time spiral reconstruction by sliding-window view sharing (CPU or GPU).
+
+Spiral arms stream in; every ``window_shift`` arms a frame made of the last
+``arms_per_frame`` arms of the slice is gridded, Fourier transformed,
+coil-combined and sent at once (docs: spiral.md §6, with its quirks fixed:
+exact frame footprint, arms placed by ``kspace_encode_step_1``, slices never
+mixed, noise/calibration/navigator readouts not gridded, CLOSE always sent).
+Configuration: ``configs/rtspiral_vs_config.toml`` (see there), read at every
+session; the trajectory comes from ``<metafile_paths>/<tSequenceVariant>.mat``.
+Output: int16 magnitude scaled per frame to ``BitsStored`` (or complex64 with
+``save_complex``), orientation ``flip_x(image)ᵀ``, FOV x ``fov_oversampling``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import ismrmrd
+import numpy as np
+
+import _backend
+import _coils
+import _images
+import _recon
+import _spiral
+import mrdhelper
+from mrdsave import SessionRecorder
+from _gridding import ArmGridder
+from _view_sharing import SlidingWindow
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+CONFIG_NAME = "rtspiral_vs_config.toml"
+CONFIG_DIRS = (Path("/tmp/share/configs"), REPO_DIR / "configs")
+HISTORY = ["FIRE", "PYTHON", "simplenufft1arm"]
+
+
+@dataclasses.dataclass
+class SpiralConfig:
+    """The TOML settings (top level and ``[reconstruction]``), with their defaults."""
+
+    metafile_paths: list = dataclasses.field(default_factory=lambda: ["seq_meta", "/tmp/share/seq_meta"])
+    girf_file: str = "GIRF/GIRF_20200221_Duyn_method_coil2.mat"
+    save_raw: bool = False
+    apply_girf: bool = False
+    arms_per_frame: int = 55
+    window_shift: int = 17
+    fov_oversampling: float = 1.0
+    gpu_device: int = 0
+    coil_combine: str = "rssq"
+    save_complex: bool = False
+    ignore_arms_per_frame: bool = False
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            expected = {"list": list, "str": str, "bool": bool, "int": int, "float": (int, float)}[field.type]
+            if not isinstance(value, expected) or (field.type in ("int", "float") and isinstance(value, bool)):
+                raise _images.ConfigError(f"{CONFIG_NAME}: {field.name} = {value!r} is not a {field.type}")
+        if self.arms_per_frame < 1 or self.window_shift < 1:
+            raise _images.ConfigError(f"{CONFIG_NAME}: arms_per_frame and window_shift must be >= 1")
+        if self.fov_oversampling < 1:
+            raise _images.ConfigError(f"{CONFIG_NAME}: fov_oversampling = {self.fov_oversampling} must be >= 1")
+        if self.coil_combine not in ("rssq", "adaptive"):
+            raise _images.ConfigError(f"{CONFIG_NAME}: coil_combine = {self.coil_combine!r} is not rssq or adaptive")
+
+    @classmethod
+    def load(cls, config: Any) -> "SpiralConfig":
+        """Read the TOML file: the JSON parameter ``spiral_config`` if given, else the first found."""
+        given = mrdhelper.get_json_config_param(config, "spiral_config")
+        candidates = [Path(given)] if given else [d / CONFIG_NAME for d in CONFIG_DIRS]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            log.info("No %s found (%s); using the defaults", CONFIG_NAME, ", ".join(map(str, candidates)))
+            return cls()
+        with open(path, "rb") as f:
+            try:
+                values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as exc:
+                raise _images.ConfigError(f"{path}: {exc}") from exc
+        values.update(values.pop("reconstruction", {}))
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise _images.ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+        log.info("Spiral configuration from %s", path)
+        return cls(**values)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else REPO_DIR / p
+
+
+class ViewSharingRecon:
+    """Trajectory, gridder and window of one session, built from its first imaging arm."""
+
+    def __init__(self, cfg: SpiralConfig, meta: _spiral.SpiralMeta, metadata: Any, first: ismrmrd.Acquisition,
+                 backend: _backend.Backend) -> None:
+        self.cfg = cfg
+        self.metadata = metadata
+        self.interleaves = meta.interleaves
+        self.m = _spiral.matrix_size(meta, cfg.fov_oversampling)
+        kx, ky = meta.kx[:, :meta.interleaves], meta.ky[:, :meta.interleaves]
+        if cfg.apply_girf:
+            girf = _spiral.load_girf(_resolve(cfg.girf_file))
+            rotation = _spiral.rotation_matrix(first.read_dir, first.phase_dir, first.slice_dir,
+                                               metadata.measurementInformation.patientPosition.value)
+            dt = meta.dt_s or first.sample_time_us * 1e-6
+            coord = _spiral.girf_coordinates(kx, ky, girf, rotation, dt, self.m)
+        else:
+            coord = _spiral.grid_coordinates(kx, ky, self.m)
+        dcf, pre_discard = np.asarray(meta.w, dtype=np.float64).ravel(), meta.pre_discard
+        samples = coord.shape[1]
+        if first.number_of_samples - pre_discard / 2 == samples / 2:  # readout oversampling already removed
+            coord, dcf, pre_discard = coord[:, ::2], dcf[::2], pre_discard // 2
+        apf, shift = cfg.arms_per_frame, cfg.window_shift
+        if cfg.ignore_arms_per_frame:
+            apf = shift = meta.interleaves
+        self.window = SlidingWindow(ArmGridder(coord, self.m, backend), apf, shift, dcf, pre_discard)
+        self.backend = backend
+        self.maps = None
+        log.info("View sharing on %s: matrix %d, %d arms per frame, a frame every %d arms, %s",
+                 backend.name, self.m, apf, shift, cfg.coil_combine)
+
+    def new_slice(self) -> None:
+        self.window.reset()
+        self.maps = None
+
+    def add(self, acq: ismrmrd.Acquisition) -> bool:
+        return self.window.add(acq.idx.kspace_encode_step_1 % self.interleaves, acq.data)
+
+    def frame(self) -> np.ndarray:
+        """The current frame, combined over coils, ``[m, m]`` on the host (complex or magnitude)."""
+        images = self.window.coil_images()
+        if self.cfg.coil_combine == "adaptive":
+            if self.maps is None:
+                self.maps = _coils.inati_maps(images)
+            combined = _coils.combine(images, self.maps)
+            return self.backend.to_host(combined if self.cfg.save_complex else abs(combined))
+        return self.backend.to_host(_coils.rss(images))
+
+
+def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg: SpiralConfig,
+                window: SlidingWindow, index: int, repetition: int) -> ismrmrd.Image:
+    """MRD image of one frame: ``flip_x(pixels)ᵀ``, header from the frame's last arm."""
+    oriented = np.ascontiguousarray(pixels[::-1, :].T)
+    max_value = _images.max_value_of(metadata)
+    meta = {"DataRole": "Image", "ImageProcessingHistory": HISTORY,
+            "NumArmsPerFrame": str(window.arms_per_frame), "GriddingWindowShift": str(window.window_shift)}
+    if np.iscomplexobj(oriented):
+        data, image_type = oriented.astype(np.complex64), ismrmrd.IMTYPE_COMPLEX
+    else:
+        scale = max_value / float(oriented.max()) if oriented.max() > 0 else 0.0
+        data, image_type = np.around(oriented * scale).astype(np.int16), ismrmrd.IMTYPE_MAGNITUDE
+        p1, p99 = np.percentile(data, (1, 99))
+        meta.update({"ImageScaleFactor": str(scale), "WindowCenter": str(float((p99 + p1) // 2)),
+                     "WindowWidth": str(float(p99 - p1))})
+    image = _recon.image_from_readout(data, arm, metadata, index)
+    head = image.getHead()
+    head.image_type = image_type
+    head.repetition = repetition
+    fov = _recon.recon_fov(metadata)
+    head.field_of_view = (fov[0] * cfg.fov_oversampling, fov[1] * cfg.fov_oversampling, fov[2])
+    image.setHead(head)
+    image.meta = ismrmrd.Meta(meta)
+    image.meta["ImageRowDir"] = ["{:.18f}".format(v) for v in head.read_dir]
+    image.meta["ImageColumnDir"] = ["{:.18f}".format(v) for v in head.phase_dir]
+    return image
+
+
+def process(connection, config, metadata):
+    try:
+        cfg = SpiralConfig.load(config)
+        seq_hash = _spiral.sequence_hash(metadata)
+        if seq_hash is None:
+            raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
+        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_resolve(p) for p in cfg.metafile_paths]))
+        backend = _backend.select(cfg.gpu_device)
+        if cfg.save_raw and connection.recorder is None:
+            connection.recorder = SessionRecorder.start(connection.savedataFolder, "simplenufft1arm", True, None,
+                                                        ismrmrd.xsd.ToXML(metadata, encoding="utf-8"))
+        recon, slice_, repetition, frames = None, None, 0, 0
+        for item in connection:
+            if item is None:
+                break
+            if not isinstance(item, ismrmrd.Acquisition) or not _recon.is_imaging_readout(item):
+                continue
+            if recon is None:
+                recon = ViewSharingRecon(cfg, meta, metadata, item, backend)
+            if item.idx.slice != slice_:
+                slice_, repetition = item.idx.slice, 0
+                recon.new_slice()
+            if recon.add(item):
+                frames += 1
+                connection.send_image(frame_image(recon.frame(), item, metadata, cfg, recon.window,
+                                                  frames, repetition))
+                repetition += 1
+        log.info("simplenufft1arm sent %d frame(s)", frames)
+    finally:
+        connection.send_close()

@@ -1,0 +1,108 @@
+"""Spiral view-sharing building blocks against sigpy (independent NUFFT), on the CPU and, where
+CuPy finds a GPU, on the GPU with the same assertions."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sigpy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
+import _backend  # noqa: E402
+import _coils  # noqa: E402
+from _gridding import ArmGridder  # noqa: E402
+from _view_sharing import SlidingWindow  # noqa: E402
+
+
+def devices():
+    found = [-1]
+    if _backend.select(0).gpu == 0:
+        found.append(0)
+    return found
+
+
+DEVICES = devices()
+
+
+def spiral_arms(arms, ns, m, turns=6):
+    """Archimedean arms, linearly rotated, in grid units (radius m/2 at the end): [arms, Ns, 2]."""
+    t = np.linspace(0, 1, ns)
+    angles = 2 * np.pi * np.arange(arms) / arms
+    phase = 2 * np.pi * turns * t[None, :] + angles[:, None]
+    return np.stack([t * m / 2 * np.cos(phase), t * m / 2 * np.sin(phase)], axis=-1).astype(np.float32)
+
+
+def relative_error(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("gpu", DEVICES)
+def test_gridded_arms_give_sigpy_nufft_adjoint(gpu):
+    backend = _backend.select(gpu)
+    rng = np.random.default_rng(0)
+    m, ns, arms, nc = 48, 400, 6, 4
+    coord = spiral_arms(arms, ns, m)
+    data = (rng.standard_normal((arms, nc, ns)) + 1j * rng.standard_normal((arms, nc, ns))).astype(np.complex64)
+    gridder = ArmGridder(coord, m, backend)
+    ours = backend.to_host(gridder.image(gridder.grid_arms(list(range(arms)), backend.to_device(data))))
+    reference = sum(sigpy.nufft_adjoint(data[a].astype(np.complex128), coord[a].astype(np.float64), (nc, m, m))
+                    for a in range(arms))
+    assert relative_error(ours, reference) < 1e-3
+
+
+@pytest.mark.parametrize("gpu", DEVICES)
+@pytest.mark.parametrize("apf, shift", [(7, 3), (6, 3), (2, 5)])
+def test_sliding_window_frames_hold_exactly_arms_per_frame(gpu, apf, shift):
+    backend = _backend.select(gpu)
+    rng = np.random.default_rng(1)
+    m, ns, interleaves, nc, pre = 32, 200, 5, 3, 4
+    total = 20
+    coord = spiral_arms(interleaves, ns, m)
+    dcf = np.linspace(0.1, 1, ns)
+    window = SlidingWindow(ArmGridder(coord, m, backend), apf, shift, dcf, pre)
+    data = (rng.standard_normal((total, nc, pre + ns)) + 1j * rng.standard_normal((total, nc, pre + ns)))
+    data = data.astype(np.complex64)
+    frames = []
+    for i in range(total):
+        if window.add(i % interleaves, data[i]):
+            frames.append((i, backend.to_host(window.coil_images())))
+    assert [i for i, _ in frames] == list(range(apf - 1, total, shift))  # frame k ends at arm k*shift + apf - 1
+    for k, (last, images) in enumerate(frames):
+        first = k * shift
+        reference = sum(sigpy.nufft_adjoint((data[i, :, pre:] * dcf).astype(np.complex128),
+                                            coord[i % interleaves].astype(np.float64), (nc, m, m))
+                        for i in range(first, first + apf))
+        assert last == first + apf - 1
+        assert relative_error(images, reference) < 1e-3
+
+
+@pytest.mark.parametrize("gpu", DEVICES)
+def test_inati_combination_recovers_the_object_magnitude(gpu):
+    backend = _backend.select(gpu)
+    y, x = np.mgrid[-32:32, -32:32] / 32
+    obj = (x ** 2 + y ** 2 < 0.6) * (1 + 0.3 * x)
+    centres = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+    maps = np.stack([np.exp(-((x - cx) ** 2 + (y - cy) ** 2)) * np.exp(1j * (cx * x + cy * y)) for cx, cy in centres])
+    images = backend.to_device(maps * obj)
+    combined = backend.to_host(abs(_coils.combine(images, _coils.inati_maps(images))))
+    reference = np.sqrt((np.abs(maps) ** 2).sum(0)) * obj
+    inside = obj > 0
+    assert relative_error(combined[inside], reference[inside]) < 1e-3
+    assert relative_error(backend.to_host(_coils.rss(images)), reference) < 1e-6
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA GPU with CuPy (runs on the device machine)")
+def test_gpu_frames_equal_cpu_frames():
+    rng = np.random.default_rng(2)
+    m, ns, interleaves, nc = 64, 500, 13, 8
+    coord = spiral_arms(interleaves, ns, m)
+    dcf = np.linspace(0.05, 1, ns)
+    data = (rng.standard_normal((30, nc, ns)) + 1j * rng.standard_normal((30, nc, ns))).astype(np.complex64)
+    frames = {}
+    for gpu in DEVICES:
+        backend = _backend.select(gpu)
+        window = SlidingWindow(ArmGridder(coord, m, backend), 11, 4, dcf, 0)
+        frames[gpu] = [backend.to_host(_coils.rss(window.coil_images()))
+                       for i in range(30) if window.add(i % interleaves, data[i])]
+    for cpu_frame, gpu_frame in zip(frames[-1], frames[0]):
+        assert relative_error(gpu_frame, cpu_frame) < 1e-3
