@@ -85,8 +85,15 @@ class ArmGridder:
         matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (cols, rows)),
                                          shape=(scaled.shape[0] * self.samples, self.grid[0] * self.grid[1]))
         matrix.sum_duplicates()
-        self.matrix = backend.sparse.csr_matrix(matrix) if backend.gpu >= 0 else matrix
+        if backend.gpu >= 0:
+            # GPU: one grid-major matrix of all arms times a sample buffer that holds only the chosen
+            # arms; cuSPARSE multiplies it faster than it selects and converts rows.
+            self.matrix = backend.sparse.csr_matrix(matrix.T.tocsr())
+            self._buffer = None
+        else:
+            self.matrix = matrix
         self._apod = backend.xp.asarray(self._apodization(), dtype=backend.xp.float32)
+        self._abs_apod = abs(self._apod)
 
     def _apodization(self) -> np.ndarray:
         """sigpy's scaling times its deapodization, ``[m, m]`` (times the output sign pattern)."""
@@ -105,10 +112,18 @@ class ArmGridder:
         xp = self.backend.xp
         rows = (xp.asarray(arms, dtype=xp.int64)[:, None] * self.samples + xp.arange(self.samples)).ravel()
         stacked = samples.transpose(0, 2, 1).reshape(-1, samples.shape[1])
-        return self.matrix[rows].T @ stacked
+        if self.backend.gpu < 0:
+            return self.matrix[rows].T @ stacked
+        if self._buffer is None or self._buffer.shape[1] != stacked.shape[1]:
+            self._buffer = xp.zeros((self.matrix.shape[1], stacked.shape[1]), dtype=xp.complex64)
+        # an arm may occur twice in a window (linear ordering); CuPy adds at indices on real views only
+        xp.add.at(self._buffer.view(xp.float32), rows, xp.ascontiguousarray(stacked).view(xp.float32))
+        grid_sum = self.matrix @ self._buffer
+        self._buffer[rows] = 0
+        return grid_sum
 
-    def image(self, grid_sum: object) -> object:
-        """Coil images ``[coils, m, m]`` (complex64; a transposed view) of a grid sum ``[G0*G1, coils]``."""
+    def _cropped_ifft(self, grid_sum: object) -> object:
+        """Centred inverse FFT of a grid sum, cropped: ``[m, m, coils]`` (before apodization)."""
         xp, fft = self.backend.xp, self.backend.fft
         k = grid_sum.astype(xp.complex64, copy=False).reshape(*self.grid, grid_sum.shape[1])
         if not self._signed:
@@ -117,5 +132,34 @@ class ArmGridder:
         if not self._signed:
             img = fft.fftshift(img, axes=(0, 1))
         start = self.grid[0] // 2 - self.m // 2
-        img = img[start:start + self.m, start:start + self.m]
-        return (img * self._apod[:, :, None]).transpose(2, 0, 1)
+        return img[start:start + self.m, start:start + self.m]
+
+    def image(self, grid_sum: object) -> object:
+        """Coil images ``[coils, m, m]`` (complex64; a transposed view) of a grid sum ``[G0*G1, coils]``."""
+        return (self._cropped_ifft(grid_sum) * self._apod[:, :, None]).transpose(2, 0, 1)
+
+    def rss(self, grid_sum: object) -> object:
+        """Root-sum-of-squares over coils of :meth:`image`, ``[m, m]`` float32.
+
+        The apodization is real, so it is applied after the coil sum; on the GPU
+        the sum is one fused reduction kernel.
+        """
+        img = self._cropped_ifft(grid_sum)
+        if self.backend.gpu >= 0:
+            return _gpu_rss_kernel()(img, axis=2) * self._abs_apod
+        power = img.real ** 2
+        power += img.imag ** 2
+        return np.sqrt(power.sum(axis=2)) * self._abs_apod
+
+
+def _gpu_rss_kernel() -> object:
+    """``sqrt(sum |x|^2)`` over an axis as one CuPy reduction kernel (created once)."""
+    global _RSS_KERNEL
+    if _RSS_KERNEL is None:
+        import cupy
+        _RSS_KERNEL = cupy.ReductionKernel("complex64 x", "float32 y", "x.real() * x.real() + x.imag() * x.imag()",
+                                           "a + b", "y = sqrt(a)", "0", "mrd_rss")
+    return _RSS_KERNEL
+
+
+_RSS_KERNEL = None

@@ -59,8 +59,7 @@ class SlidingWindow:
         excess = self.arms_seen - self.arms_per_frame
         return excess >= 0 and excess % self.window_shift == 0
 
-    def coil_images(self) -> Any:
-        """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""
+    def _grid_sum(self) -> Any:
         parts = list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else []
         extra = len(self._current) if self._blocks_per_frame else self.arms_per_frame
         if extra:
@@ -68,4 +67,12 @@ class SlidingWindow:
         grid_sum = parts[0]
         for part in parts[1:]:
             grid_sum = grid_sum + part
-        return self.gridder.image(grid_sum)
+        return grid_sum
+
+    def coil_images(self) -> Any:
+        """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""
+        return self.gridder.image(self._grid_sum())
+
+    def rss(self) -> Any:
+        """Root-sum-of-squares image ``[m, m]`` of the frame's arms (device array, float32)."""
+        return self.gridder.rss(self._grid_sum())

@@ -135,13 +135,13 @@ class ViewSharingRecon:
 
     def frame(self) -> np.ndarray:
         """The current frame, combined over coils, ``[m, m]`` on the host (complex or magnitude)."""
-        images = self.window.coil_images()
         if self.cfg.coil_combine == "adaptive":
+            images = self.window.coil_images()
             if self.maps is None:
                 self.maps = _coils.inati_maps(images)
             combined = _coils.combine(images, self.maps)
             return self.backend.to_host(combined if self.cfg.save_complex else abs(combined))
-        return self.backend.to_host(_coils.rss(images))
+        return self.backend.to_host(self.window.rss())
 
 
 def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg: SpiralConfig,

@@ -65,15 +65,16 @@ def test_sliding_window_frames_hold_exactly_arms_per_frame(gpu, apf, shift):
     frames = []
     for i in range(total):
         if window.add(i % interleaves, data[i]):
-            frames.append((i, backend.to_host(window.coil_images())))
-    assert [i for i, _ in frames] == list(range(apf - 1, total, shift))  # frame k ends at arm k*shift + apf - 1
-    for k, (last, images) in enumerate(frames):
+            frames.append((i, backend.to_host(window.coil_images()), backend.to_host(window.rss())))
+    assert [f[0] for f in frames] == list(range(apf - 1, total, shift))  # frame k ends at arm k*shift + apf - 1
+    for k, (last, images, magnitude) in enumerate(frames):
         first = k * shift
         reference = sum(sigpy.nufft_adjoint((data[i, :, pre:] * dcf).astype(np.complex128),
                                             coord[i % interleaves].astype(np.float64), (nc, m, m))
                         for i in range(first, first + apf))
         assert last == first + apf - 1
         assert relative_error(images, reference) < 1e-3
+        assert relative_error(magnitude, _coils.rss(reference)) < 1e-3
 
 
 @pytest.mark.parametrize("gpu", DEVICES)
@@ -102,7 +103,7 @@ def test_gpu_frames_equal_cpu_frames():
     for gpu in DEVICES:
         backend = _backend.select(gpu)
         window = SlidingWindow(ArmGridder(coord, m, backend), 11, 4, dcf, 0)
-        frames[gpu] = [backend.to_host(_coils.rss(window.coil_images()))
+        frames[gpu] = [backend.to_host(window.rss())
                        for i in range(30) if window.add(i % interleaves, data[i])]
     for cpu_frame, gpu_frame in zip(frames[-1], frames[0]):
         assert relative_error(gpu_frame, cpu_frame) < 1e-3
