@@ -67,10 +67,12 @@ class ArmGridder:
     ``coord`` is ``[arms, Ns, 2]`` in grid units (-m/2 ... m/2; coordinate 0
     drives image axis 0), as for sigpy.  The matrix is stored sample-major,
     ``[arms * Ns, G0 * G1]`` (CSR), so the rows of any set of arms are one cheap
-    row selection.  Images are ``[coils, m, m]``.
+    row selection; ``dcf`` ``[Ns]`` (density compensation) is folded into it.
+    Samples are passed as ``[coils, arms * Ns]`` (arm after arm); images are
+    ``[coils, m, m]``.
     """
 
-    def __init__(self, coord: np.ndarray, m: int, backend: Backend) -> None:
+    def __init__(self, coord: np.ndarray, m: int, backend: Backend, dcf: np.ndarray | None = None) -> None:
         self.m = m
         self.backend = backend
         self.samples = coord.shape[1]
@@ -82,16 +84,15 @@ class ArmGridder:
         self._signed = self.grid[0] % 2 == 0
         if self._signed:
             weights = weights * (1 - 2 * ((rows // self.grid[1] + rows % self.grid[1]) % 2))
-        matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (cols, rows)),
+        if dcf is not None:  # density compensation folded into the matrix: sample s of every arm
+            weights = weights * np.asarray(dcf, dtype=np.float64)[cols % self.samples]
+        matrix = scipy.sparse.csr_matrix((weights.astype(np.complex64), (cols, rows)),
                                          shape=(scaled.shape[0] * self.samples, self.grid[0] * self.grid[1]))
         matrix.sum_duplicates()
-        if backend.gpu >= 0:
-            # GPU: one grid-major matrix of all arms times a sample buffer that holds only the chosen
-            # arms; cuSPARSE multiplies it faster than it selects and converts rows.
-            self.matrix = backend.sparse.csr_matrix(matrix.T.tocsr())
-            self._buffer = None
-        else:
-            self.matrix = matrix
+        self.matrix = matrix if backend.gpu < 0 else backend.sparse.csr_matrix(matrix)
+        self._operators: dict[tuple[int, ...], object] = {}
+        self._all_arms = None
+        self._buffer = None
         self._apod = backend.xp.asarray(self._apodization(), dtype=backend.xp.float32)
         self._abs_apod = abs(self._apod)
 
@@ -107,36 +108,58 @@ class ArmGridder:
             window *= 1 - 2 * (np.add.outer(n, n) % 2)
         return window
 
-    def grid_arms(self, arms: Sequence[int], samples: object) -> object:
-        """Grid sum ``[G0*G1, coils]`` of arms ``arms`` with samples ``[len(arms), coils, Ns]`` (device array)."""
+    def _rows(self, arms: Sequence[int]) -> object:
         xp = self.backend.xp
-        rows = (xp.asarray(arms, dtype=xp.int64)[:, None] * self.samples + xp.arange(self.samples)).ravel()
-        stacked = samples.transpose(0, 2, 1).reshape(-1, samples.shape[1])
+        return (xp.asarray(arms, dtype=xp.int64)[:, None] * self.samples + xp.arange(self.samples)).ravel()
+
+    def prepare_runs(self, lengths: Sequence[int]) -> None:
+        """GPU only: precompute the grid-major matrices of every run of consecutive arms
+        (``a, a+1, ...`` modulo the arm count) of the given lengths, the sets a sliding window
+        grids when arms arrive in order, so that gridding them is one sparse product."""
         if self.backend.gpu < 0:
-            return self.matrix[rows].T @ stacked
-        if self._buffer is None or self._buffer.shape[1] != stacked.shape[1]:
-            self._buffer = xp.zeros((self.matrix.shape[1], stacked.shape[1]), dtype=xp.complex64)
+            return
+        arms = self.matrix.shape[0] // self.samples
+        for length in set(lengths) - {0}:
+            for start in range(arms):
+                run = tuple((start + i) % arms for i in range(length))
+                self._operators[run] = self.matrix[self._rows(run)].T.tocsr()
+
+    def grid_arms(self, arms: Sequence[int], samples: object) -> object:
+        """Grid sum ``[G0*G1, coils]`` of arms ``arms`` with samples ``[coils, len(arms) * Ns]`` (device array)."""
+        xp = self.backend.xp
+        operator = self._operators.get(tuple(int(a) for a in arms))
+        if operator is not None:
+            return operator @ samples.T
+        rows = self._rows(arms)
+        if self.backend.gpu < 0:
+            return self.matrix[rows].T @ samples.T
+        # GPU, other arm sets: the grid-major matrix of all arms times a buffer holding only these
+        # arms (cuSPARSE multiplies that faster than it selects and converts rows).
+        if self._all_arms is None:
+            self._all_arms = self.matrix.T.tocsr()
+        if self._buffer is None or self._buffer.shape[1] != samples.shape[0]:
+            self._buffer = xp.zeros((self.matrix.shape[0], samples.shape[0]), dtype=xp.complex64)
         # an arm may occur twice in a window (linear ordering); CuPy adds at indices on real views only
-        xp.add.at(self._buffer.view(xp.float32), rows, xp.ascontiguousarray(stacked).view(xp.float32))
-        grid_sum = self.matrix @ self._buffer
+        xp.add.at(self._buffer.view(xp.float32), rows, xp.ascontiguousarray(samples.T).view(xp.float32))
+        grid_sum = self._all_arms @ self._buffer
         self._buffer[rows] = 0
         return grid_sum
 
     def _cropped_ifft(self, grid_sum: object) -> object:
-        """Centred inverse FFT of a grid sum, cropped: ``[m, m, coils]`` (before apodization)."""
-        xp, fft = self.backend.xp, self.backend.fft
-        k = grid_sum.astype(xp.complex64, copy=False).reshape(*self.grid, grid_sum.shape[1])
+        """Centred inverse FFT of a grid sum ``[G0*G1, coils]``, cropped: ``[coils, m, m]`` (before apodization)."""
+        fft = self.backend.fft
+        k = grid_sum.T.reshape(grid_sum.shape[1], *self.grid)  # no copy for cuSPARSE's column-major output
         if not self._signed:
-            k = fft.ifftshift(k, axes=(0, 1))
-        img = fft.ifft2(k, axes=(0, 1), **self.backend.fft_options)
+            k = fft.ifftshift(k, axes=(1, 2))
+        img = fft.ifft2(k, axes=(1, 2), **self.backend.fft_options)
         if not self._signed:
-            img = fft.fftshift(img, axes=(0, 1))
+            img = fft.fftshift(img, axes=(1, 2))
         start = self.grid[0] // 2 - self.m // 2
-        return img[start:start + self.m, start:start + self.m]
+        return img[:, start:start + self.m, start:start + self.m]
 
     def image(self, grid_sum: object) -> object:
-        """Coil images ``[coils, m, m]`` (complex64; a transposed view) of a grid sum ``[G0*G1, coils]``."""
-        return (self._cropped_ifft(grid_sum) * self._apod[:, :, None]).transpose(2, 0, 1)
+        """Coil images ``[coils, m, m]`` (complex64) of a grid sum ``[G0*G1, coils]``."""
+        return self._cropped_ifft(grid_sum) * self._apod
 
     def rss(self, grid_sum: object) -> object:
         """Root-sum-of-squares over coils of :meth:`image`, ``[m, m]`` float32.
@@ -146,10 +169,10 @@ class ArmGridder:
         """
         img = self._cropped_ifft(grid_sum)
         if self.backend.gpu >= 0:
-            return _gpu_rss_kernel()(img, axis=2) * self._abs_apod
+            return _gpu_rss_kernel()(img, axis=0) * self._abs_apod
         power = img.real ** 2
         power += img.imag ** 2
-        return np.sqrt(power.sum(axis=2)) * self._abs_apod
+        return np.sqrt(power.sum(axis=0)) * self._abs_apod
 
 
 def _gpu_rss_kernel() -> object:

@@ -1,7 +1,7 @@
 """Sliding-window view sharing over spiral arms (never dispatched: leading ``_``).
 
-Arms arrive one by one; each is density-compensated and moved to the device
-once.  A frame is ready after every ``window_shift`` arms once
+Arms arrive one by one and are copied once to the device, into the block
+being filled.  A frame is ready after every ``window_shift`` arms once
 ``arms_per_frame`` arms have arrived, and holds exactly the last
 ``arms_per_frame`` arms of the slice: frame k (0-based) covers arms
 ``[k * shift, k * shift + arms_per_frame)``.
@@ -11,13 +11,12 @@ whole blocks of ``shift`` consecutive arms plus the first ``r = apf % shift`` ar
 of the next block.  Each whole block is gridded once, when it is complete, and
 its grid kept (the last ``q``); at a frame only the ``r`` extra arms are gridded
 and the ``q`` block grids added.  Nothing is subtracted, so nothing drifts.
+(Density compensation is part of the gridding matrix, see :class:`ArmGridder`.)
 """
 from __future__ import annotations
 
 import collections
 from typing import Any
-
-import numpy as np
 
 from _gridding import ArmGridder
 
@@ -25,45 +24,49 @@ from _gridding import ArmGridder
 class SlidingWindow:
     """Gridded blocks and the arms of the current block, for one slice."""
 
-    def __init__(self, gridder: ArmGridder, arms_per_frame: int, window_shift: int,
-                 dcf: np.ndarray, pre_discard: int) -> None:
+    def __init__(self, gridder: ArmGridder, arms_per_frame: int, window_shift: int, pre_discard: int) -> None:
         self.gridder = gridder
         self.arms_per_frame = arms_per_frame
         self.window_shift = window_shift
         self.pre_discard = pre_discard
-        self._dcf = dcf.astype(np.float32)
         self._blocks_per_frame = arms_per_frame // window_shift
+        self._block_arms = window_shift if self._blocks_per_frame else arms_per_frame
         self._blocks: collections.deque[Any] = collections.deque(maxlen=max(self._blocks_per_frame, 1))
-        self._current: list[tuple[int, Any]] = []
+        self._buffer = None  # [coils, block_arms * Ns]: the current block's samples, arm after arm
+        self._arms: list[int] = []
         self.arms_seen = 0
+        gridder.prepare_runs((window_shift if self._blocks_per_frame else 0,
+                              arms_per_frame % window_shift if self._blocks_per_frame else arms_per_frame))
 
     def reset(self) -> None:
         """Forget all arms (a new slice starts)."""
         self._blocks.clear()
-        self._current = []
+        self._arms = []
         self.arms_seen = 0
 
-    def _grid(self, arms: list[tuple[int, Any]]) -> Any:
-        xp = self.gridder.backend.xp
-        return self.gridder.grid_arms([arm for arm, _ in arms], xp.stack([s for _, s in arms]))
-
-    def add(self, arm: int, data: np.ndarray) -> bool:
-        """Keep one arm (``data`` ``[coils, pre_discard + Ns]``); True when a frame is ready."""
-        samples = self.gridder.backend.to_device(data[:, self.pre_discard:] * self._dcf)
-        self._current.append((arm, samples))
+    def add(self, arm: int, data: Any) -> bool:
+        """Keep one arm (``data`` ``[coils, pre_discard + Ns]``, host or device); True when a frame is ready."""
+        backend, ns = self.gridder.backend, self.gridder.samples
+        if self._buffer is None:
+            self._buffer = backend.xp.empty((data.shape[0], self._block_arms * ns), dtype=backend.xp.complex64)
+        if len(self._arms) == self._block_arms:  # q = 0: the window slides inside one block buffer
+            self._buffer[:, :-ns] = self._buffer[:, ns:].copy()
+            self._arms.pop(0)
+        j = len(self._arms)
+        self._buffer[:, j * ns:(j + 1) * ns] = backend.to_device(data[:, self.pre_discard:])
+        self._arms.append(arm)
         self.arms_seen += 1
-        if len(self._current) == self.window_shift:
-            if self._blocks_per_frame:
-                self._blocks.append(self._grid(self._current))
-            self._current = []
+        if self._blocks_per_frame and len(self._arms) == self.window_shift:
+            self._blocks.append(self.gridder.grid_arms(self._arms, self._buffer))
+            self._arms = []
         excess = self.arms_seen - self.arms_per_frame
         return excess >= 0 and excess % self.window_shift == 0
 
     def _grid_sum(self) -> Any:
+        ns = self.gridder.samples
         parts = list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else []
-        extra = len(self._current) if self._blocks_per_frame else self.arms_per_frame
-        if extra:
-            parts.append(self._grid(self._current[-extra:]))
+        if self._arms:
+            parts.append(self.gridder.grid_arms(self._arms, self._buffer[:, :len(self._arms) * ns]))
         grid_sum = parts[0]
         for part in parts[1:]:
             grid_sum = grid_sum + part

@@ -44,7 +44,8 @@ def test_gridded_arms_give_sigpy_nufft_adjoint(gpu):
     coord = spiral_arms(arms, ns, m)
     data = (rng.standard_normal((arms, nc, ns)) + 1j * rng.standard_normal((arms, nc, ns))).astype(np.complex64)
     gridder = ArmGridder(coord, m, backend)
-    ours = backend.to_host(gridder.image(gridder.grid_arms(list(range(arms)), backend.to_device(data))))
+    samples = backend.to_device(data.transpose(1, 0, 2).reshape(nc, -1))  # [coils, arms * Ns]
+    ours = backend.to_host(gridder.image(gridder.grid_arms(list(range(arms)), samples)))
     reference = sum(sigpy.nufft_adjoint(data[a].astype(np.complex128), coord[a].astype(np.float64), (nc, m, m))
                     for a in range(arms))
     assert relative_error(ours, reference) < 1e-3
@@ -59,7 +60,7 @@ def test_sliding_window_frames_hold_exactly_arms_per_frame(gpu, apf, shift):
     total = 20
     coord = spiral_arms(interleaves, ns, m)
     dcf = np.linspace(0.1, 1, ns)
-    window = SlidingWindow(ArmGridder(coord, m, backend), apf, shift, dcf, pre)
+    window = SlidingWindow(ArmGridder(coord, m, backend, dcf), apf, shift, pre)
     data = (rng.standard_normal((total, nc, pre + ns)) + 1j * rng.standard_normal((total, nc, pre + ns)))
     data = data.astype(np.complex64)
     frames = []
@@ -102,7 +103,7 @@ def test_gpu_frames_equal_cpu_frames():
     frames = {}
     for gpu in DEVICES:
         backend = _backend.select(gpu)
-        window = SlidingWindow(ArmGridder(coord, m, backend), 11, 4, dcf, 0)
+        window = SlidingWindow(ArmGridder(coord, m, backend, dcf), 11, 4, 0)
         frames[gpu] = [backend.to_host(window.rss())
                        for i in range(30) if window.add(i % interleaves, data[i])]
     for cpu_frame, gpu_frame in zip(frames[-1], frames[0]):
