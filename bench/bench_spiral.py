@@ -134,7 +134,8 @@ def session_fps(args, tmp: Path) -> dict:
     data = tmp / "spiral.h5"
     gen = [sys.executable, "tools/generate_spiral_dataset.py", "-o", str(data), "--metafile-dir", str(tmp),
            "--coils", str(args.coils), "--arms", str(args.session_arms), "--res-mm", "1",
-           "--fov-cm", str(args.matrix / 10), "--golden-angle", "--interleaves", "144", "--bart"]
+           "--fov-cm", str(args.matrix / 10), "--golden-angle", "--interleaves", "144",
+           "--samples", str(args.samples), "--bart"]
     subprocess.run(gen, cwd=REPO_DIR, check=True, capture_output=True)
     config = tmp / "rtspiral.toml"
     config.write_text(f'metafile_paths = ["{tmp}"]\n[reconstruction]\ngpu_device = -1\n'
