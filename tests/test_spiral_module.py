@@ -4,7 +4,6 @@ the generator's analytic ground truth."""
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np

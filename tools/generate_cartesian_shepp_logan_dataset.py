@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
 
 import mrdfile  # noqa: E402
+from tools._phantom import MODIFIED_SHEPP_LOGAN  # noqa: E402
 
 log = logging.getLogger("generate_cartesian_shepp_logan_dataset")
 
@@ -46,19 +47,6 @@ MEASUREMENT_UID = 1001
 TIME_STAMP_START = 14_400_000  # 10:00:00 in 2.5 ms ticks since midnight
 TICKS_PER_READOUT = 2  # TR 5 ms
 
-# Modified Shepp-Logan (Toft): intensity, semi-axis a (x), semi-axis b (y), centre x0, y0, angle (deg).
-MODIFIED_SHEPP_LOGAN = (
-    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
-    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
-    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
-    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
-    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
-    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
-    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
-    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
-    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
-    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
-)
 
 XML_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">

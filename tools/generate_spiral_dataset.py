@@ -74,6 +74,7 @@ import scipy.special  # noqa: E402
 import _bart  # noqa: E402
 import _spiral  # noqa: E402
 import mrdfile  # noqa: E402
+from tools._phantom import MODIFIED_SHEPP_LOGAN  # noqa: E402
 
 log = logging.getLogger("generate_spiral_dataset")
 
@@ -90,20 +91,8 @@ FIELD_STRENGTH_T = 0.55
 COIL_FREQUENCIES = np.array([(a, b) for a in (-0.5, 0.0, 0.5) for b in (-0.5, 0.0, 0.5)])
 POINTS_PER_TASK = 400_000  # trajectory points per worker task (times 9 shifted copies)
 
-# Modified Shepp-Logan (Toft): intensity, semi-axes a, b, centre x, y, angle (deg), in [-1, 1]
-# with y up.  Placed at (x0, x1) = (-x/2, -y/2) of the FOV so that flip_x(image)^T is upright.
-MODIFIED_SHEPP_LOGAN = (
-    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
-    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
-    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
-    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
-    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
-    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
-    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
-    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
-    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
-    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
-)
+# The modified Shepp-Logan ellipses (tools/_phantom.py) are placed at (x0, x1) = (-x/2, -y/2) of the
+# FOV so that flip_x(image)^T is upright.
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,18 @@
+"""The modified Shepp-Logan ellipse table shared by the phantom generators (never run directly).
+
+Toft's modified Shepp-Logan phantom: one row per ellipse, (intensity, semi-axis a along x,
+semi-axis b along y, centre x0, centre y0, rotation angle in degrees), in a [-1, 1] square.
+"""
+
+MODIFIED_SHEPP_LOGAN = (
+    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
+    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
+    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
+    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
+    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
+    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
+    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
+    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
+    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
+    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
+)
