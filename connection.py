@@ -75,12 +75,18 @@ class MessageReader:
         self.max_text_bytes = max_text_bytes
         self.bytes_read = 0
 
+    def _readinto(self, view: memoryview) -> int:
+        try:
+            return self._stream.readinto(view)
+        except TimeoutError as exc:
+            raise ProtocolError("no data from the peer within the idle timeout; the session is ended") from exc
+
     def _fill(self, view: memoryview, what: str) -> None:
         """Fill ``view`` completely or raise ProtocolError naming ``what``."""
         got = 0
         total = len(view)
         while got < total:
-            n = self._stream.readinto(view[got:])
+            n = self._readinto(view[got:])
             if not n:
                 raise ProtocolError(f"stream ended after {got} of {total} bytes of {what}")
             got += n
@@ -103,7 +109,7 @@ class MessageReader:
         """The ID of the next message without consuming it; None at a clean end of stream."""
         if self._pending_id is None:
             view = memoryview(self._id_buffer)
-            n = self._stream.readinto(view)
+            n = self._readinto(view)
             if not n:
                 return None
             if n < 2:
@@ -335,16 +341,18 @@ class Connection:
         self.sentAcqs = self.sentImages = self.sentWaveforms = 0
 
     @classmethod
-    def from_socket(cls, sock: socket.socket, **kwargs: Any) -> "Connection":
-        """A connection over a connected TCP socket (texts sent with a NUL)."""
+    def from_socket(cls, sock: socket.socket, limits: dict | None = None, **kwargs: Any) -> "Connection":
+        """A connection over a connected TCP socket (texts sent with a NUL); ``limits`` are
+        MessageReader keyword arguments (``max_message_bytes``, ``max_text_bytes``)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES))
+        reader = MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES), **(limits or {}))
         return cls(reader, MessageWriter.for_socket(sock, text_nul=True), sock=sock, **kwargs)
 
     @classmethod
-    def from_streams(cls, stdin: BinaryIO, stdout: BinaryIO, **kwargs: Any) -> "Connection":
+    def from_streams(cls, stdin: BinaryIO, stdout: BinaryIO, limits: dict | None = None,
+                     **kwargs: Any) -> "Connection":
         """A connection over binary streams (stream mode): texts without NUL, and logged, not sent."""
-        conn = cls(MessageReader(stdin), MessageWriter.for_stream(stdout, text_nul=False), **kwargs)
+        conn = cls(MessageReader(stdin, **(limits or {})), MessageWriter.for_stream(stdout, text_nul=False), **kwargs)
         conn.texts_to_log = True
         return conn
 

@@ -7,6 +7,7 @@ serves until stopped (exit status 0).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import signal
@@ -40,9 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one session from an MRD stream on stdin to stdout instead of a TCP server")
     parser.add_argument("-c", "--config", help="stream mode: module to run (default: the stream's "
                         "configuration message, else --defaultConfig)")
+    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="end a session whose client sends nothing for this long (0: never)")
+    parser.add_argument("--max-sessions", type=int, default=0, metavar="N",
+                        help="serve at most N sessions at once; others get an error text (0: no limit)")
+    parser.add_argument("--allow", type=_networks, default=(), metavar="CIDR[,CIDR...]",
+                        help="accept connections only from these networks (default: all)")
+    parser.add_argument("--max-message-mb", type=float, default=1024.0, metavar="MB",
+                        help="largest acquisition, image, waveform or ndarray payload accepted")
+    parser.add_argument("--max-text-mb", type=float, default=64.0, metavar="MB",
+                        help="largest header, text, configuration or image attribute text accepted")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
                         help="how long running sessions may take to finish after SIGTERM/SIGINT")
     return parser
+
+
+def _networks(text: str) -> tuple:
+    """``--allow`` value: comma-separated networks (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def setup_logging(verbose: bool, logfile: str | None, crlf: bool, stream: bool) -> None:
@@ -72,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                           savedata=args.savedata, savedata_folder=args.savedataFolder,
                           multiprocessing=args.multiprocessing,
                           module_dirs=tuple(args.modules or ()) + (REPO_DIR / "modules",),
-                          shutdown_grace_s=args.shutdown_grace)
+                          shutdown_grace_s=args.shutdown_grace, idle_timeout_s=args.idle_timeout,
+                          max_sessions=args.max_sessions, allow=args.allow,
+                          max_message_bytes=int(args.max_message_mb * (1 << 20)),
+                          max_text_bytes=int(args.max_text_mb * (1 << 20)))
     if args.stream:
         return run_stream_mode(config, args.config)
     server = Server(config)

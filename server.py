@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import ipaddress
 import json
 import logging
 import multiprocessing
@@ -28,7 +29,7 @@ from typing import Any, BinaryIO
 import ismrmrd.xsd
 
 import constants
-from connection import Connection, MessageID, MrdError, ProtocolError
+from connection import Connection, MessageID, MessageWriter, MrdError, ProtocolError
 from mrdsave import SessionRecorder
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,25 @@ class ServerConfig:
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
     preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow")
+    max_message_bytes: int = 1 << 30
+    max_text_bytes: int = 64 << 20
+    idle_timeout_s: float = 300.0
+    max_sessions: int = 0  # 0: no limit
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: every address
+
+    @property
+    def reader_limits(self) -> dict:
+        """Size limits for :class:`connection.MessageReader`."""
+        return {"max_message_bytes": self.max_message_bytes, "max_text_bytes": self.max_text_bytes}
+
+    def allows(self, host: str) -> bool:
+        """Whether a peer address may connect (``--allow``)."""
+        if not self.allow:
+            return True
+        address = ipaddress.ip_address(host.split("%")[0])
+        if address.version == 6 and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allow)
 
 
 class ModuleRegistry:
@@ -310,7 +330,9 @@ class Session:
 def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
     """Run one session on a connected socket, then let the client finish reading and close."""
     log.info("Accepted connection from %s", peer)
-    connection = Connection.from_socket(sock, savedataFolder=config.savedata_folder, savedata=config.savedata)
+    sock.settimeout(config.idle_timeout_s or None)
+    connection = Connection.from_socket(sock, limits=config.reader_limits, savedataFolder=config.savedata_folder,
+                                        savedata=config.savedata)
     Session(connection, config, registry, peer).run()
     try:
         sock.shutdown(socket.SHUT_WR)
@@ -328,8 +350,8 @@ def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry:
 def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """One session from an MRD stream on ``stdin`` to ``stdout``; returns the exit status (1 on error)."""
     registry = ModuleRegistry(config.module_dirs)
-    connection = Connection.from_streams(stdin, stdout, savedataFolder=config.savedata_folder,
-                                         savedata=config.savedata)
+    connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
+                                         savedataFolder=config.savedata_folder, savedata=config.savedata)
     ok = Session(connection, config, registry, "stdin", module=module, stream=True).run()
     stdout.flush()
     return 0 if ok else 1
@@ -388,10 +410,33 @@ class Server:
                         break
                     raise
                 sock.settimeout(None)
+                if not self.config.allows(peer[0]):
+                    log.warning("Refused a connection from %s (not in --allow)", peer[0])
+                    sock.close()
+                    continue
+                self._reap()
+                if self.config.max_sessions and len(self._workers) >= self.config.max_sessions:
+                    self._refuse_busy(sock, peer)
+                    continue
                 self._start_session(sock, peer)
         finally:
             self.listener.close()
             self._wait_for_sessions()
+
+    def _refuse_busy(self, sock: socket.socket, peer: Any) -> None:
+        """Tell a client beyond ``max_sessions`` why it is not served, and close."""
+        msg = f"server busy: {self.config.max_sessions} session(s) running (--max-sessions); try again later"
+        log.warning("Refused %s: %s", peer, msg)
+        try:
+            sock.settimeout(5.0)
+            writer = MessageWriter.for_socket(sock)
+            writer.send_text(f"{constants.MRD_LOGGING_ERROR} {msg}")
+            writer.send_close()
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            log.debug("Could not tell %s: %s", peer, exc)
+        finally:
+            sock.close()
 
     def stop(self) -> None:
         """Stop accepting; running sessions are given ``shutdown_grace_s`` to finish."""
