@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="end a session whose client sends nothing for this long (0: never)")
     parser.add_argument("--max-sessions", type=int, default=0, metavar="N",
                         help="serve at most N sessions at once; others get an error text (0: no limit)")
+    parser.add_argument("--module-timeout", type=float, default=0.0, metavar="SECONDS",
+                        help="end a session whose module runs longer than this (0: no limit)")
     parser.add_argument("--allow", type=_networks, default=(), metavar="CIDR[,CIDR...]",
                         help="accept connections only from these networks (default: all)")
     parser.add_argument("--max-message-mb", type=float, default=1024.0, metavar="MB",
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                           multiprocessing=args.multiprocessing,
                           module_dirs=tuple(args.modules or ()) + (REPO_DIR / "modules",),
                           shutdown_grace_s=args.shutdown_grace, idle_timeout_s=args.idle_timeout,
-                          max_sessions=args.max_sessions, allow=args.allow,
+                          max_sessions=args.max_sessions, allow=args.allow, module_timeout_s=args.module_timeout,
                           max_message_bytes=int(args.max_message_mb * (1 << 20)),
                           max_text_bytes=int(args.max_text_mb * (1 << 20)))
     if args.stream:

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 REPO_DIR = Path(__file__).resolve().parent
 MODULE_NAME = re.compile(r"[A-Za-z0-9_]+")
 BUILTIN_MODULES = ("null", "savedataonly")
+CHILD_TIMEOUT_MARGIN_S = 10.0
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class ServerConfig:
     max_text_bytes: int = 64 << 20
     idle_timeout_s: float = 300.0
     max_sessions: int = 0  # 0: no limit
+    module_timeout_s: float = 0.0  # 0: no limit
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: every address
 
     @property
@@ -138,10 +140,17 @@ class SessionSetup:
     json_text: str | None
 
 
+XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
 def parse_header(xml: str) -> Any:
-    """The header as ``ismrmrdHeader``; the raw text when it is not valid ISMRMRD XML."""
+    """The header as ``ismrmrdHeader``; the raw text when it is not valid ISMRMRD XML.
+
+    The text is already decoded, so its XML declaration is dropped before parsing: ismrmrd 1.15
+    writes ``encoding="ascii"`` in front of UTF-8 text (e.g. a patient name with umlauts).
+    """
     try:
-        return ismrmrd.xsd.CreateFromDocument(xml)
+        return ismrmrd.xsd.CreateFromDocument(XML_DECLARATION.sub("", xml, count=1))
     except Exception as exc:  # xsdata raises several unrelated types
         log.warning("XML header could not be parsed (%s); the module gets the raw text", exc)
         return xml
@@ -225,6 +234,7 @@ class Session:
         self.stream = stream
         self.failed = False
         self._stream_broken = False
+        self._timed_out = False
 
     def run(self) -> bool:
         """Run the session to its end; True when no error was reported."""
@@ -281,12 +291,28 @@ class Session:
             module = self.registry.load(name)
         log.info("Running module '%s'", name)
         conn.hold_close = True
+        watchdog = None
+        if self.config.module_timeout_s:
+            watchdog = threading.Timer(self.config.module_timeout_s, self._module_overran, args=(name,))
+            watchdog.daemon = True
+            watchdog.start()
         try:
             module.process(conn, setup.config, setup.metadata)
         except Exception as exc:
-            self._report_error(f"module '{name}'", exc)
+            if not self._timed_out:
+                self._report_error(f"module '{name}'", exc)
         finally:
             conn.hold_close = False
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _module_overran(self, name: str) -> None:
+        """Watchdog: the module ran past ``module_timeout_s``: report it, CLOSE, and cut its input."""
+        self._timed_out = True
+        self._report_error(f"module '{name}'", TimeoutError(
+            f"still running after {self.config.module_timeout_s:g} s (--module-timeout); session ended"))
+        if self.connection.socket is not None:
+            _shutdown_quietly(self.connection.socket)
 
     def _report_error(self, where: str, exc: BaseException) -> None:
         """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE."""
@@ -357,6 +383,18 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
     return 0 if ok else 1
 
 
+def _send_error_and_close(sock: socket.socket, text: str) -> None:
+    """Best effort: one ERROR text and CLOSE on a socket no session owns, then stop writing."""
+    try:
+        sock.settimeout(5.0)
+        writer = MessageWriter.for_socket(sock)
+        writer.send_text(f"{constants.MRD_LOGGING_ERROR} {text}")
+        writer.send_close()
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as exc:
+        log.debug("Could not send the error: %s", exc)
+
+
 def _shutdown_quietly(sock: socket.socket) -> None:
     """End the receiving side of a socket: a blocked session sees end of stream, and can still send CLOSE."""
     try:
@@ -374,6 +412,7 @@ class Server:
         self._stop = threading.Event()
         self._workers: list[threading.Thread | multiprocessing.process.BaseProcess] = []
         self._sockets: set[socket.socket] = set()
+        self._children: dict[Any, tuple[socket.socket, Any, float]] = {}
         self._lock = threading.Lock()
         self.listener: socket.socket | None = None
 
@@ -427,16 +466,8 @@ class Server:
         """Tell a client beyond ``max_sessions`` why it is not served, and close."""
         msg = f"server busy: {self.config.max_sessions} session(s) running (--max-sessions); try again later"
         log.warning("Refused %s: %s", peer, msg)
-        try:
-            sock.settimeout(5.0)
-            writer = MessageWriter.for_socket(sock)
-            writer.send_text(f"{constants.MRD_LOGGING_ERROR} {msg}")
-            writer.send_close()
-            sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            log.debug("Could not tell %s: %s", peer, exc)
-        finally:
-            sock.close()
+        _send_error_and_close(sock, msg)
+        sock.close()
 
     def stop(self) -> None:
         """Stop accepting; running sessions are given ``shutdown_grace_s`` to finish."""
@@ -447,7 +478,7 @@ class Server:
             worker = multiprocessing.get_context("fork").Process(
                 target=self._run_process, args=(sock, peer), daemon=False, name=f"session-{peer[1]}")
             worker.start()
-            sock.close()
+            self._children[worker] = (sock, peer, time.monotonic())  # kept to report a crash
         else:
             worker = threading.Thread(target=self._run_thread, args=(sock, peer), daemon=True,
                                       name=f"session-{peer[1]}")
@@ -471,7 +502,26 @@ class Server:
         serve_socket(sock, peer, self.config, self.registry)
 
     def _reap(self) -> None:
+        self._supervise_children()
         self._workers = [w for w in self._workers if w.is_alive()]
+
+    def _supervise_children(self) -> None:
+        """``-m``: stop a session process that overran ``module_timeout_s`` (plus a margin for its own
+        watchdog), and tell the client when a session process died instead of ending its session."""
+        limit = self.config.module_timeout_s
+        for worker, (sock, peer, started) in list(self._children.items()):
+            if worker.is_alive():
+                if limit and time.monotonic() - started > limit + CHILD_TIMEOUT_MARGIN_S:
+                    log.error("Session process for %s overran --module-timeout; killing it", peer)
+                    worker.kill()
+                continue
+            del self._children[worker]
+            if worker.exitcode != 0:
+                how = (f"was killed by signal {-worker.exitcode}" if worker.exitcode < 0
+                       else f"exited with status {worker.exitcode}")
+                log.error("Session process for %s %s", peer, how)
+                _send_error_and_close(sock, f"[server] the session process {how}; the session is ended")
+            sock.close()
 
     def _wait_for_sessions(self) -> None:
         self._reap()

@@ -104,3 +104,51 @@ def test_messages_over_the_limits_get_an_error_and_no_allocation(tmp_path):
 def _tiny_phantom(tmp_path):
     from conftest import generate_phantom
     return generate_phantom(tmp_path / "tiny.h5", "-m", "32", "-c", "2")
+
+
+def test_module_running_past_the_timeout_gets_an_error_and_the_server_goes_on(tmp_path):
+    srv = ServerProcess(tmp_path, "--module-timeout", "1", "--shutdown-grace", "1")
+    try:
+        start = time.monotonic()
+        result = run_client(srv.port, "-c", "sleeps", "-o", str(tmp_path / "o.h5"), str(_tiny_phantom(tmp_path)))
+        assert result.returncode == 1 and time.monotonic() - start < 20
+        assert "[module 'sleeps'] TimeoutError: still running after 1 s (--module-timeout)" in result.stdout
+        ok = run_client(srv.port, "-c", "simplefft", "-o", str(tmp_path / "ok.h5"), str(_tiny_phantom(tmp_path)))
+        assert ok.returncode == 0
+    finally:
+        assert srv.stop() == 0
+
+
+def test_session_process_that_dies_is_reported_to_its_client(tmp_path):
+    srv = ServerProcess(tmp_path, "-m")
+    try:
+        result = run_client(srv.port, "-c", "kills", "-o", str(tmp_path / "o.h5"), str(_tiny_phantom(tmp_path)))
+        assert result.returncode == 1
+        assert "the session process was killed by signal 9" in result.stdout
+        ok = run_client(srv.port, "-c", "simplefft", "-o", str(tmp_path / "ok.h5"), str(_tiny_phantom(tmp_path)))
+        assert ok.returncode == 0
+    finally:
+        assert srv.stop() == 0
+
+
+def test_non_ascii_header_written_by_ismrmrd_round_trips(server, tmp_path):
+    import shutil
+
+    import h5py
+    import ismrmrd.xsd
+
+    import mrdfile
+    source = tmp_path / "umlaut.h5"
+    shutil.copy(_tiny_phantom(tmp_path), source)
+    with h5py.File(source, "a") as f:
+        xml = mrdfile.read_xml(f["dataset"]).replace("ShepLoganPhantom", "Prüfung_Müller")
+        # ismrmrd 1.15 renders with an encoding="ascii" declaration in front of UTF-8 text
+        mrdfile.write_xml(f["dataset"], ismrmrd.xsd.ToXML(ismrmrd.xsd.CreateFromDocument(xml)))
+    out = tmp_path / "o.h5"
+    result = run_client(server.port, "-c", "report", "-o", str(out), "-G", "g", str(source))
+    assert result.returncode == 0, result.stdout
+    with h5py.File(out, "r") as f:
+        name = next(iter(f["g"].keys() - {"xml"}))
+        meta = ismrmrd.Meta.deserialize(f["g"][name]["attributes"][0])
+        assert meta["protocolName"] == "Prüfung_Müller"
+        assert "Prüfung_Müller" in mrdfile.read_xml(f["g"])
