@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_PORT ?= 9002
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test bench bench-load fuzz system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: system-deps $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_core.py
+
+bench-load: $(VENV)/.installed
+	$(PY) bench/bench_load.py
+
+# 10,000 mutated sessions and random byte strings against a live server; 0 deaths required.
+fuzz: $(VENV)/.installed
+	$(PY) tools/fuzz_server.py --cases 10000
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

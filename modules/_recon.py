@@ -25,6 +25,7 @@ SKIPPED_READOUT_FLAGS = (
 )
 _SKIP_MASK = sum(1 << (flag - 1) for flag in SKIPPED_READOUT_FLAGS)
 DEFAULT_BITS_STORED = 12
+MAX_KSPACE_BYTES = 2 << 30  # one slice's k-space when the header gives no encoded matrix
 
 
 def is_imaging_readout(acq: ismrmrd.Acquisition) -> bool:
@@ -91,7 +92,17 @@ class SliceKspace:
         self.readouts: list[ismrmrd.Acquisition] = []
 
     def add(self, acq: ismrmrd.Acquisition) -> None:
+        """Copy one readout into its k-space row.
+
+        A line outside the header's encoded matrix (or, without a parsed header, one that
+        would make k-space larger than ``MAX_KSPACE_BYTES``) raises ValueError, so a bad counter
+        cannot make the server allocate gigabytes.
+        """
         line = acq.idx.kspace_encode_step_1 + self._offset
+        limit = self._enc_y or MAX_KSPACE_BYTES // max(1, acq.data.nbytes)
+        if not 0 <= line < limit:
+            raise ValueError(f"readout {acq.scan_counter}: kspace_encode_step_1 = {acq.idx.kspace_encode_step_1} "
+                             f"is outside the encoded matrix ({self._enc_y or 'no header'}: {limit} lines)")
         if self.kspace is None:
             ncha, nx = acq.data.shape
             self.kspace = np.zeros((ncha, max(self._enc_y, line + 1), nx), dtype=np.complex64)
