@@ -152,3 +152,24 @@ def test_non_ascii_header_written_by_ismrmrd_round_trips(server, tmp_path):
         meta = ismrmrd.Meta.deserialize(f["g"][name]["attributes"][0])
         assert meta["protocolName"] == "Prüfung_Müller"
         assert "Prüfung_Müller" in mrdfile.read_xml(f["g"])
+
+
+def test_a_failing_session_does_not_touch_concurrent_ones(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    data = _tiny_phantom(tmp_path)
+    for extra in ((), ("-m",)):
+        srv = ServerProcess(tmp_path, "--shutdown-grace", "1", *extra)
+        try:
+            configs = ["raises", "simplefft", "kills" if extra else "sleeps", "simplefft", "simplefft"]
+            procs = [subprocess.Popen([sys.executable, str(REPO / "client.py"), "-a", "127.0.0.1", "-p", str(srv.port),
+                                       "-c", c, "-o", str(tmp_path / f"{i}{extra}.h5"), str(data)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i, c in enumerate(configs)]
+            codes = [p.wait(60) if c != "sleeps" else None for p, c in zip(procs, configs)]
+            assert codes[0] == 1 and codes[1] == codes[3] == codes[4] == 0
+        finally:
+            for p in procs:
+                p.kill()
+            assert srv.stop() == 0
