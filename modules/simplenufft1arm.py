@@ -54,6 +54,7 @@ class SpiralConfig:
     coil_combine: str = "rssq"
     save_complex: bool = False
     ignore_arms_per_frame: bool = False
+    kspace_filter: str = "none"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -65,6 +66,8 @@ class SpiralConfig:
             raise _images.ConfigError(f"{CONFIG_NAME}: arms_per_frame and window_shift must be >= 1")
         if self.fov_oversampling < 1:
             raise _images.ConfigError(f"{CONFIG_NAME}: fov_oversampling = {self.fov_oversampling} must be >= 1")
+        if self.kspace_filter not in ("none", "hann"):
+            raise _images.ConfigError(f"{CONFIG_NAME}: kspace_filter = {self.kspace_filter!r} is not none or hann")
         if self.coil_combine not in ("rssq", "adaptive"):
             raise _images.ConfigError(f"{CONFIG_NAME}: coil_combine = {self.coil_combine!r} is not rssq or adaptive")
 
@@ -117,6 +120,9 @@ class ViewSharingRecon:
         samples = coord.shape[1]
         if first.number_of_samples - pre_discard / 2 == samples / 2:  # readout oversampling already removed
             coord, dcf, pre_discard = coord[:, ::2], dcf[::2], pre_discard // 2
+        if cfg.kspace_filter == "hann":  # radial Hann window 0.5 + 0.5 cos(pi |k| / kmax), less ringing
+            radius = np.hypot(coord[0, :, 0], coord[0, :, 1]) / (self.m / 2)
+            dcf = dcf * np.where(radius < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(radius, 1)), 0)
         apf, shift = cfg.arms_per_frame, cfg.window_shift
         if cfg.ignore_arms_per_frame:
             apf = shift = meta.interleaves
