@@ -206,7 +206,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def run(args: argparse.Namespace, tmp: Path) -> int:
+def phantom_data(args: argparse.Namespace, tmp: Path) -> tuple[str, int, int]:
+    """``--data``, or a phantom generated into ``tmp`` from ``--matrix/--coils/--repetitions``:
+    (absolute path, acquisition count, raw bytes)."""
     data = args.data
     if data is None:
         data = str(tmp / "phantom.h5")
@@ -215,7 +217,11 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         print("Generating:", " ".join(gen), flush=True)
         subprocess.run(gen, cwd=REPO_DIR, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     data = str(Path(data).resolve())
-    n_acq, nbytes = raw_data_bytes(data)
+    return (data, *raw_data_bytes(data))
+
+
+def run(args: argparse.Namespace, tmp: Path) -> int:
+    data, n_acq, nbytes = phantom_data(args, tmp)
     mb = nbytes / 1e6
 
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}

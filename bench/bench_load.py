@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import BenchError, count_images, free_port, machine_description, raw_data_bytes  # noqa: E402
+from bench_core import BenchError, count_images, free_port, machine_description, phantom_data  # noqa: E402
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 30.0
@@ -176,15 +176,7 @@ def run_clients(port: int, data: str, n: int, tmp: Path, repetitions: int) -> fl
 
 
 def run(args: argparse.Namespace, tmp: Path, command: str) -> int:
-    data = args.data
-    if data is None:
-        data = str(tmp / "phantom.h5")
-        gen = [sys.executable, "tools/generate_cartesian_shepp_logan_dataset.py", "-o", data,
-               "-m", str(args.matrix), "-c", str(args.coils), "-r", str(args.repetitions)]
-        print("Generating:", " ".join(gen), flush=True)
-        subprocess.run(gen, cwd=REPO_DIR, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    data = str(Path(data).resolve())
-    n_acq, nbytes = raw_data_bytes(data)
+    data, n_acq, nbytes = phantom_data(args, tmp)
     mb = nbytes / 1e6
 
     rows = []  # (mode, clients, median wall, all walls)
