@@ -93,7 +93,7 @@ def per_frame(args, backend) -> dict:
 
     device_arms = [backend.to_device(a) for a in arms]  # arms as received (DCF applied in the gridding)
 
-    window = SlidingWindow(ArmGridder(coord, m, backend, dcf), apf, ws, 0)
+    window = SlidingWindow(ArmGridder(coord, m, backend, dcf), apf, ws)
     counter = iter(range(10 ** 9))
     for _ in range(apf):
         i = next(counter)

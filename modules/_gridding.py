@@ -67,15 +67,18 @@ class ArmGridder:
     ``coord`` is ``[arms, Ns, 2]`` in grid units (-m/2 ... m/2; coordinate 0
     drives image axis 0), as for sigpy.  The matrix is stored sample-major,
     ``[arms * Ns, G0 * G1]`` (CSR), so the rows of any set of arms are one cheap
-    row selection; ``dcf`` ``[Ns]`` (density compensation) is folded into it.
-    Samples are passed as ``[coils, arms * Ns]`` (arm after arm); images are
-    ``[coils, m, m]``.
+    row selection; ``dcf`` ``[Ns]`` (density compensation) is folded into it, and so
+    are the ``pre_discard`` samples that start each readout (zero columns), so arms
+    are gridded as received.  Samples are passed as ``[coils, arms * (pre_discard + Ns)]``
+    (arm after arm); images are ``[coils, m, m]``.
     """
 
-    def __init__(self, coord: np.ndarray, m: int, backend: Backend, dcf: np.ndarray | None = None) -> None:
+    def __init__(self, coord: np.ndarray, m: int, backend: Backend, dcf: np.ndarray | None = None,
+                 pre_discard: int = 0) -> None:
         self.m = m
         self.backend = backend
-        self.samples = coord.shape[1]
+        ns = coord.shape[1]
+        self.samples = pre_discard + ns  # per arm, as received: the first pre_discard get weight 0
         self.grid = (math.ceil(OVERSAMPLING * m), math.ceil(OVERSAMPLING * m))
         scaled = coord.astype(np.float64) * (self.grid[0] / m) + self.grid[0] // 2
         rows, cols, weights = _sparse_weights(scaled.reshape(-1, 2), self.grid)
@@ -85,7 +88,8 @@ class ArmGridder:
         if self._signed:
             weights = weights * (1 - 2 * ((rows // self.grid[1] + rows % self.grid[1]) % 2))
         if dcf is not None:  # density compensation folded into the matrix: sample s of every arm
-            weights = weights * np.asarray(dcf, dtype=np.float64)[cols % self.samples]
+            weights = weights * np.asarray(dcf, dtype=np.float64)[cols % ns]
+        cols = cols // ns * self.samples + pre_discard + cols % ns
         matrix = scipy.sparse.csr_matrix((weights.astype(np.complex64), (cols, rows)),
                                          shape=(scaled.shape[0] * self.samples, self.grid[0] * self.grid[1]))
         matrix.sum_duplicates()
@@ -125,7 +129,7 @@ class ArmGridder:
                 self._operators[run] = self.matrix[self._rows(run)].T.tocsr()
 
     def grid_arms(self, arms: Sequence[int], samples: object) -> object:
-        """Grid sum ``[G0*G1, coils]`` of arms ``arms`` with samples ``[coils, len(arms) * Ns]`` (device array)."""
+        """Grid sum ``[G0*G1, coils]`` of arms ``arms`` with samples ``[coils, len(arms) * (pre_discard + Ns)]``."""
         xp = self.backend.xp
         operator = self._operators.get(tuple(int(a) for a in arms))
         if operator is not None:

@@ -1,10 +1,10 @@
 """Sliding-window view sharing over spiral arms (never dispatched: leading ``_``).
 
-Arms arrive one by one and are copied once to the device, into the block
-being filled.  A frame is ready after every ``window_shift`` arms once
-``arms_per_frame`` arms have arrived, and holds exactly the last
-``arms_per_frame`` arms of the slice: frame k (0-based) covers arms
-``[k * shift, k * shift + arms_per_frame)``.
+Arms arrive one by one and are copied once to the device, as received (the
+gridding matrix skips their ``pre_discard`` samples).  A frame is ready after
+every ``window_shift`` arms once ``arms_per_frame`` arms have arrived, and holds
+exactly the last ``arms_per_frame`` arms of the slice: frame k (0-based) covers
+arms ``[k * shift, k * shift + arms_per_frame)``.
 
 Frames start at multiples of ``window_shift``, so a frame is ``q = apf // shift``
 whole blocks of ``shift`` consecutive arms plus the first ``r = apf % shift`` arms
@@ -24,16 +24,14 @@ from _gridding import ArmGridder
 class SlidingWindow:
     """Gridded blocks and the arms of the current block, for one slice."""
 
-    def __init__(self, gridder: ArmGridder, arms_per_frame: int, window_shift: int, pre_discard: int) -> None:
+    def __init__(self, gridder: ArmGridder, arms_per_frame: int, window_shift: int) -> None:
         self.gridder = gridder
         self.arms_per_frame = arms_per_frame
         self.window_shift = window_shift
-        self.pre_discard = pre_discard
         self._blocks_per_frame = arms_per_frame // window_shift
         self._block_arms = window_shift if self._blocks_per_frame else arms_per_frame
         self._blocks: collections.deque[Any] = collections.deque(maxlen=max(self._blocks_per_frame, 1))
-        self._buffer = None  # [coils, block_arms * Ns]: the current block's samples, arm after arm
-        self._arms: list[int] = []
+        self._current: collections.deque[tuple[int, Any]] = collections.deque(maxlen=self._block_arms)
         self.arms_seen = 0
         gridder.prepare_runs((window_shift if self._blocks_per_frame else 0,
                               arms_per_frame % window_shift if self._blocks_per_frame else arms_per_frame))
@@ -41,32 +39,28 @@ class SlidingWindow:
     def reset(self) -> None:
         """Forget all arms (a new slice starts)."""
         self._blocks.clear()
-        self._arms = []
+        self._current.clear()
         self.arms_seen = 0
 
+    def _grid(self, arms: list[tuple[int, Any]]) -> Any:
+        xp = self.gridder.backend.xp
+        return self.gridder.grid_arms([arm for arm, _ in arms], xp.concatenate([s for _, s in arms], axis=1))
+
     def add(self, arm: int, data: Any) -> bool:
-        """Keep one arm (``data`` ``[coils, pre_discard + Ns]``, host or device); True when a frame is ready."""
-        backend, ns = self.gridder.backend, self.gridder.samples
-        if self._buffer is None:
-            self._buffer = backend.xp.empty((data.shape[0], self._block_arms * ns), dtype=backend.xp.complex64)
-        if len(self._arms) == self._block_arms:  # q = 0: the window slides inside one block buffer
-            self._buffer[:, :-ns] = self._buffer[:, ns:].copy()
-            self._arms.pop(0)
-        j = len(self._arms)
-        self._buffer[:, j * ns:(j + 1) * ns] = backend.to_device(data[:, self.pre_discard:])
-        self._arms.append(arm)
+        """Keep one arm as received (``data`` ``[coils, pre_discard + Ns]``, complex64, host or device);
+        True when a frame is ready."""
+        self._current.append((arm, self.gridder.backend.to_device(data)))
         self.arms_seen += 1
-        if self._blocks_per_frame and len(self._arms) == self.window_shift:
-            self._blocks.append(self.gridder.grid_arms(self._arms, self._buffer))
-            self._arms = []
+        if self._blocks_per_frame and len(self._current) == self.window_shift:
+            self._blocks.append(self._grid(list(self._current)))
+            self._current.clear()
         excess = self.arms_seen - self.arms_per_frame
         return excess >= 0 and excess % self.window_shift == 0
 
     def _grid_sum(self) -> Any:
-        ns = self.gridder.samples
         parts = list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else []
-        if self._arms:
-            parts.append(self.gridder.grid_arms(self._arms, self._buffer[:, :len(self._arms) * ns]))
+        if self._current:
+            parts.append(self._grid(list(self._current)))
         grid_sum = parts[0]
         for part in parts[1:]:
             grid_sum = grid_sum + part

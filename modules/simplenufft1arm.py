@@ -126,7 +126,7 @@ class ViewSharingRecon:
         apf, shift = cfg.arms_per_frame, cfg.window_shift
         if cfg.ignore_arms_per_frame:
             apf = shift = meta.interleaves
-        self.window = SlidingWindow(ArmGridder(coord, self.m, backend, dcf), apf, shift, pre_discard)
+        self.window = SlidingWindow(ArmGridder(coord, self.m, backend, dcf, pre_discard), apf, shift)
         self.backend = backend
         self.maps = None
         log.info("View sharing on %s: matrix %d, %d arms per frame, a frame every %d arms, %s",

@@ -60,7 +60,7 @@ def test_sliding_window_frames_hold_exactly_arms_per_frame(gpu, apf, shift):
     total = 20
     coord = spiral_arms(interleaves, ns, m)
     dcf = np.linspace(0.1, 1, ns)
-    window = SlidingWindow(ArmGridder(coord, m, backend, dcf), apf, shift, pre)
+    window = SlidingWindow(ArmGridder(coord, m, backend, dcf, pre), apf, shift)
     data = (rng.standard_normal((total, nc, pre + ns)) + 1j * rng.standard_normal((total, nc, pre + ns)))
     data = data.astype(np.complex64)
     frames = []
@@ -103,7 +103,7 @@ def test_gpu_frames_equal_cpu_frames():
     frames = {}
     for gpu in DEVICES:
         backend = _backend.select(gpu)
-        window = SlidingWindow(ArmGridder(coord, m, backend, dcf), 11, 4, 0)
+        window = SlidingWindow(ArmGridder(coord, m, backend, dcf), 11, 4)
         frames[gpu] = [backend.to_host(window.rss())
                        for i in range(30) if window.add(i % interleaves, data[i])]
     for cpu_frame, gpu_frame in zip(frames[-1], frames[0]):
