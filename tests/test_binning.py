@@ -1,0 +1,92 @@
+"""modules/_binning.py on synthetic physiology with known frequencies (spiral.md §11.6)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
+import _binning  # noqa: E402
+
+TR, DURATION, F_RESP, F_CARD = 0.005, 60.0, 0.25, 1.1
+T = np.arange(int(DURATION / TR)) * TR
+
+
+def encode(x):
+    return np.uint32(np.rint(x / np.abs(x).max() * (2 ** 31 - 1) + 2 ** 31))
+
+
+def test_pilot_tone_decoding_inverts_the_encoding():
+    r = np.sin(2 * np.pi * F_RESP * T)
+    decoded = _binning.decode_pilot_tone(encode(r)[None, :])[0]
+    assert np.max(np.abs(decoded - r)) < 1e-8
+
+
+def test_respiratory_bins_follow_the_known_phase():
+    r = np.sin(2 * np.pi * F_RESP * T)
+    n_bins, discard = 12, 0.1
+    bins = _binning.respiratory_bins(r, n_bins, discard)
+    rising = np.cos(2 * np.pi * F_RESP * T) >= 0  # the analytic derivative's sign
+    ordered = np.sort(r)
+    cut = int(len(r) * discard) // 2
+    low, high = ordered[cut], ordered[-1 - cut]
+    level = np.rint(5 * (r - low) / (high - low)).astype(int)
+    expected = np.where(rising, level, 11 - level)
+    expected[(r < low) | (r > high)] = -1
+    assert np.mean(bins == expected) >= 0.95
+    assert np.mean(np.isin(bins[rising & (bins >= 0)], range(6))) >= 0.99  # rising levels first
+    # time in an amplitude band [a, b] of a sinusoid: (arcsin b - arcsin a) / pi of the kept samples
+    kept = bins >= 0
+    band = (bins == 2) | (bins == 9)
+    a, b = (low + (high - low) * 1.5 / 5), (low + (high - low) * 2.5 / 5)
+    assert abs(band.sum() / len(r) - (np.arcsin(b) - np.arcsin(a)) / np.pi) < 0.01
+    assert kept.mean() == pytest.approx(1 - discard, abs=0.05)
+
+
+def test_cardiac_bins_give_each_bin_per_arms_per_complete_beat():
+    peaks = np.rint(np.arange(0.2, DURATION, 1 / F_CARD) / TR).astype(int)
+    triggers = np.zeros(len(T), np.int8)
+    triggers[peaks] = 1
+    n_bins = 20
+    bins = _binning.cardiac_bins(triggers, n_bins)
+    rr = np.diff(peaks).min()
+    window = (int(0.9 * rr) // n_bins) * n_bins
+    per = window // n_bins
+    counts = np.bincount(bins[bins >= 0], minlength=n_bins)
+    assert np.all(counts == per * (len(peaks) - 1))
+    expected = np.full(len(T), -1)
+    for p in peaks[:-1]:
+        expected[p:p + window] = np.arange(window) // per  # the bin the known cardiac phase says
+    assert np.mean(bins == expected) == 1.0
+
+
+def test_trigger_delay_shorter_than_a_sample_moves_nothing_and_longer_moves_whole_samples():
+    trig = np.zeros(100, np.int8)
+    trig[[20, 50, 80]] = 1
+    assert np.array_equal(_binning.shift_triggers(trig, 0.001, 0.005), trig)
+    shifted = _binning.shift_triggers(trig, 0.012, 0.005)
+    assert list(np.flatnonzero(shifted)) == [18, 48, 78]
+
+
+def test_ecg_triggers_snap_to_arms_using_2_5_ms_ticks():
+    class Wave:
+        waveform_id = 0
+        sample_time_us = 2500.0
+
+        def __init__(self, stamp, hits):
+            self.time_stamp = stamp
+            self.data = np.zeros((5, 400), np.uint32)
+            self.data[4, hits] = 1
+
+    first_stamp = 1000
+    waves = [Wave(first_stamp, [10, 300]), Wave(first_stamp + 400, [100])]  # the second starts 1 s later
+    times = _binning.ecg_trigger_times(waves, first_stamp)
+    assert np.allclose(times, [0.025, 0.75, 1.25])
+    arms = _binning.ecg_triggers(times, np.arange(400) * 0.005)
+    assert list(np.flatnonzero(arms)) == [5, 150, 250]
+
+
+def test_discard_allows_zero_and_rejects_everything():
+    assert _binning.discard_counts(1000, 0.5, 0.0, 0.005) == slice(100, 1000)
+    with pytest.raises(ValueError):
+        _binning.discard_counts(100, 0.3, 0.3, 0.005)
