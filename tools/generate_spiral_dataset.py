@@ -43,6 +43,37 @@ Motion: rigid shift along coordinate 0 by ``dx(t) = motion_px·sin(2π·motion_h
 of about ``noise`` relative to the object maximum for Nyquist-rate sampling); noise readouts carry
 the same noise (zeros with ``--noise 0``).  The output file and metafile are overwritten.
 
+Physiological signals (spiral.md §11.6; off by default): respiration
+``r(t) = sin(2π·(f_r·t + φ_r))`` (``--resp-hz``, ``--resp-phase`` in cycles; 0 when f_r = 0) and
+a cardiac pulse train ``c(t) = exp(−((frac(f_c·t + φ_c) − 0.3)/0.05)²)`` (``--card-hz``,
+``--card-phase``; 0 when f_c = 0), at the same ``t = i·TR``.  The object moves with them: the shift
+above gains ``resp_px·r(t)`` along coordinate 0 and ``card_px·c(t)`` along coordinate 1
+(``--resp-px`` 3, ``--card-px`` 1), so ``truth_shift_px`` and ``truth_frame`` include them.  The pulse
+peaks (R waves) are at ``frac(f_c·t + φ_c) = 0.3``, the maxima of ``ċ`` at ``0.3 − 0.05/√2``; only
+those inside ``[0, (arms·slices − 1)·TR]`` count.  With any of these options the group also holds
+
+* ``truth_resp``, ``truth_card``     float64 [arms·slices]  r and c at every imaging readout
+* ``truth_card_phase``               float64 [arms·slices]  ``frac(f_c·t + φ_c − 0.3)`` ∈ [0, 1):
+  the cardiac phase since the last R wave (0 everywhere when f_c = 0)
+* ``truth_trigger_arms``             int64   [beats]        readout nearest to each R wave
+* ``truth_derivative_trigger_arms``  int64   [beats]        readout nearest to each maximum of ċ
+
+``--waveforms`` writes ``/<group>/waveforms`` (ECG first, as the reference client replays them in file
+order and the usc-mrel ECG extraction wants them first), and a ``waveformInformation`` entry for each
+ID in the XML header:
+
+* ECG, ``waveform_id`` 0: 5 uint32 channels at 2500 µs in 1 s chunks (400 samples) from the first
+  imaging readout's stamp on, each with its own ``time_stamp`` (2.5 ms ticks); channels 0–3 a
+  synthetic trace (baseline 2048, QRS spike at each R wave and a T wave 0.25 s later, lead gains
+  1, 0.7, −0.5, 0.3 × 1000), channel 4 = 1 at the sample nearest to each R wave, else 0.  The
+  recording covers ``ceil(arms·slices·TR/2.5 ms)`` samples.
+* Pilot tone, ``waveform_id`` 1025 (spiral.md §8.2): one sample per imaging readout, one waveform per
+  slice (split every 65,535 readouts), channels 0 r, 1 c, 2 cardiac triggers (1 at
+  ``truth_trigger_arms``), 3 ``ċ`` (``numpy.gradient`` of c over the whole scan, per s), 4 derivative
+  triggers; each row of each waveform encoded as ``uint32(x/max|x|·(2³¹ − 1) + 2³¹)`` (2³¹ for an
+  all-zero row); ``sample_time_us = TR``, ``time_stamp`` and ``scan_counter`` those of its first
+  readout.
+
 Comparing a reconstruction with the truth: the truth is the sharp phantom sampled on the pixel
 grid, the data are band-limited to the k-space disk |k| ≤ m/2, and a spiral's FOV is a circle.
 A DCF-gridded, fully sampled frame (m = 64 … 120) therefore reaches an NRMSE (after least-squares
@@ -61,6 +92,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -90,6 +122,13 @@ SLICE_THICKNESS_MM = 8.0
 FIELD_STRENGTH_T = 0.55
 COIL_FREQUENCIES = np.array([(a, b) for a in (-0.5, 0.0, 0.5) for b in (-0.5, 0.0, 0.5)])
 POINTS_PER_TASK = 400_000  # trajectory points per worker task (times 9 shifted copies)
+PULSE_CENTRE, PULSE_WIDTH = 0.3, 0.05  # cardiac pulse c(t): centre and width in cycles
+ECG_WAVEFORM_ID, PT_WAVEFORM_ID = 0, 1025
+ECG_SAMPLE_TIME_S = 2.5e-3
+ECG_CHUNK_SAMPLES = 400  # 1 s per ECG waveform
+ECG_BASELINE = 2048
+ECG_LEAD_GAINS = (1.0, 0.7, -0.5, 0.3)
+MAX_WAVEFORM_SAMPLES = 65535
 
 # The modified Shepp-Logan ellipses (tools/_phantom.py) are placed at (x0, x1) = (-x/2, -y/2) of the
 # FOV so that flip_x(image)^T is upright.
@@ -275,6 +314,125 @@ def displacement_px(count: int, tr_s: float, motion_px: float, motion_hz: float)
 
 
 # ---------------------------------------------------------------------------------------------
+# Physiological signals and waveforms
+# ---------------------------------------------------------------------------------------------
+
+class Physio(NamedTuple):
+    """Respiratory and cardiac signals at the imaging readouts ``t = i·TR`` (see the module doc)."""
+
+    tr_s: float
+    resp: np.ndarray                  # r(t_i)
+    card: np.ndarray                  # c(t_i)
+    card_derivative: np.ndarray       # numpy.gradient(c, TR), 1/s
+    card_phase: np.ndarray            # frac(f_c·t_i + φ_c − 0.3) in [0, 1)
+    peak_times_s: np.ndarray          # R waves (pulse peaks) inside [0, (count − 1)·TR]
+    derivative_peak_times_s: np.ndarray  # maxima of dc/dt inside [0, (count − 1)·TR]
+    trigger_arms: np.ndarray          # nearest readout of every R wave
+    derivative_trigger_arms: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return self.resp.size
+
+
+def _event_times(card_hz: float, card_phase: float, at_phase: float, end_s: float) -> np.ndarray:
+    """Times ``t ∈ [0, end_s]`` with ``frac(f_c·t + φ_c) = at_phase``."""
+    if card_hz <= 0:
+        return np.zeros(0)
+    first = math.ceil(card_phase - at_phase - 1e-12)
+    last = math.floor(card_hz * end_s + card_phase - at_phase + 1e-12)
+    times = (np.arange(first, last + 1) + at_phase - card_phase) / card_hz
+    return times[(times >= 0) & (times <= end_s)]
+
+
+def cardiac_pulse(phase: np.ndarray) -> np.ndarray:
+    """The pulse ``exp(−((frac(phase) − 0.3)/0.05)²)`` of the cardiac cycle phase (cycles)."""
+    frac = np.asarray(phase, dtype=np.float64) % 1.0
+    return np.exp(-(((frac - PULSE_CENTRE) / PULSE_WIDTH) ** 2))
+
+
+def physio_signals(count: int, tr_s: float, resp_hz: float = 0.0, card_hz: float = 0.0,
+                   resp_phase: float = 0.0, card_phase: float = 0.0) -> Physio:
+    """Respiratory and cardiac signals of ``count`` readouts at ``t_i = i·TR`` (phases in cycles)."""
+    t = np.arange(count) * tr_s
+    resp = np.sin(2 * math.pi * (resp_hz * t + resp_phase)) if resp_hz > 0 else np.zeros(count)
+    if card_hz > 0:
+        card = cardiac_pulse(card_hz * t + card_phase)
+        cycle = card_hz * t + card_phase - PULSE_CENTRE
+        phase = cycle - np.floor(cycle)
+        phase[phase >= 1.0] = 0.0
+    else:
+        card, phase = np.zeros(count), np.zeros(count)
+    derivative = np.gradient(card, tr_s) if count >= 2 else np.zeros(count)
+    end = (count - 1) * tr_s
+    peaks = _event_times(card_hz, card_phase, PULSE_CENTRE, end)
+    slopes = _event_times(card_hz, card_phase, PULSE_CENTRE - PULSE_WIDTH / math.sqrt(2.0), end)
+    nearest = lambda times: np.clip(np.rint(times / tr_s), 0, count - 1).astype(np.int64)  # noqa: E731
+    return Physio(tr_s, resp, card, derivative, phase, peaks, slopes, nearest(peaks), nearest(slopes))
+
+
+def encode_pilot_tone_rows(rows: np.ndarray) -> np.ndarray:
+    """``uint32(x/max|x|·(2³¹ − 1) + 2³¹)`` per row of ``rows`` (channels, samples) (spiral.md §8.2);
+    an all-zero row becomes 2³¹."""
+    rows = np.asarray(rows, dtype=np.float64)
+    peak = np.abs(rows).max(axis=-1, keepdims=True)
+    scaled = np.divide(rows, peak, out=np.zeros_like(rows), where=peak > 0)
+    return (scaled * float(2 ** 31 - 1) + float(2 ** 31)).astype(np.uint32)
+
+
+def pilot_tone_waveforms(physio: Physio, stamps: np.ndarray, arms: int, slices: int) -> list[ismrmrd.Waveform]:
+    """Waveforms 1025 of every slice (split every 65,535 readouts); ``stamps`` the imaging readouts'
+    ``acquisition_time_stamp`` (arms·slices)."""
+    rows = np.zeros((5, physio.count))
+    rows[0], rows[1], rows[3] = physio.resp, physio.card, physio.card_derivative
+    rows[2, physio.trigger_arms] = 1.0
+    rows[4, physio.derivative_trigger_arms] = 1.0
+    waves = []
+    for slc in range(slices):
+        for start in range(slc * arms, (slc + 1) * arms, MAX_WAVEFORM_SAMPLES):
+            stop = min(start + MAX_WAVEFORM_SAMPLES, (slc + 1) * arms)
+            waves.append(ismrmrd.Waveform.from_array(
+                encode_pilot_tone_rows(rows[:, start:stop]), waveform_id=PT_WAVEFORM_ID,
+                measurement_uid=MEASUREMENT_UID, scan_counter=start + 1, time_stamp=int(stamps[start]),
+                sample_time_us=physio.tr_s * 1e6))
+    return waves
+
+
+def ecg_trace(physio: Physio) -> np.ndarray:
+    """The synthetic ECG (5, n) uint32 at 2.5 ms from the first imaging readout on (module doc)."""
+    n = max(1, math.ceil(physio.count * physio.tr_s / ECG_SAMPLE_TIME_S - 1e-9))
+    t = np.arange(n) * ECG_SAMPLE_TIME_S
+    shape = np.zeros(n)
+    half = int(0.5 / ECG_SAMPLE_TIME_S)
+    for peak in physio.peak_times_s:
+        centre = int(round(peak / ECG_SAMPLE_TIME_S))
+        part = slice(max(centre - half, 0), min(centre + 2 * half, n))
+        dt = t[part] - peak
+        shape[part] += np.exp(-((dt / 0.01) ** 2)) + 0.3 * np.exp(-(((dt - 0.25) / 0.04) ** 2))
+    trace = np.zeros((5, n), dtype=np.uint32)
+    for lead, gain in enumerate(ECG_LEAD_GAINS):
+        trace[lead] = np.rint(ECG_BASELINE + 1000.0 * gain * shape).astype(np.uint32)
+    samples = np.clip(np.rint(physio.peak_times_s / ECG_SAMPLE_TIME_S), 0, n - 1).astype(np.int64)
+    trace[4, samples] = 1
+    return trace
+
+
+def ecg_waveforms(physio: Physio, stamps: np.ndarray) -> list[ismrmrd.Waveform]:
+    """ECG (waveform 0) in 1 s chunks; the first chunk's stamp is the first imaging readout's."""
+    trace = ecg_trace(physio)
+    ticks_per_sample = ECG_SAMPLE_TIME_S / TICK_S
+    waves = []
+    for start in range(0, trace.shape[1], ECG_CHUNK_SAMPLES):
+        stamp = int(stamps[0]) + int(round(start * ticks_per_sample))
+        following = min(int(np.searchsorted(stamps, stamp)), len(stamps) - 1)
+        waves.append(ismrmrd.Waveform.from_array(
+            np.ascontiguousarray(trace[:, start:start + ECG_CHUNK_SAMPLES]), waveform_id=ECG_WAVEFORM_ID,
+            measurement_uid=MEASUREMENT_UID, scan_counter=following + 1, time_stamp=stamp,
+            sample_time_us=ECG_SAMPLE_TIME_S * 1e6))
+    return waves
+
+
+# ---------------------------------------------------------------------------------------------
 # MRD header and acquisitions
 # ---------------------------------------------------------------------------------------------
 
@@ -326,14 +484,34 @@ XML_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+WAVEFORM_INFORMATION = """  <waveformInformation>
+    <waveformName>ECG</waveformName>
+    <waveformType>ecg</waveformType>
+    <userParameters>
+      <userParameterLong><name>waveform_id</name><value>0</value></userParameterLong>
+    </userParameters>
+  </waveformInformation>
+  <waveformInformation>
+    <waveformName>PilotTone</waveformName>
+    <waveformType>other</waveformType>
+    <userParameters>
+      <userParameterLong><name>waveform_id</name><value>1025</value></userParameterLong>
+    </userParameters>
+  </waveformInformation>
+"""
+
+
 def header_xml(seq_hash: str, m: int, fov_mm: float, coils: int, interleaves: int, slices: int,
-               repetitions: int, tr_ms: float) -> str:
-    """The ISMRMRD XML header text."""
-    return XML_TEMPLATE.format(
+               repetitions: int, tr_ms: float, waveforms: bool = False) -> str:
+    """The ISMRMRD XML header text (with ``waveforms``, ``waveformInformation`` for IDs 0 and 1025)."""
+    text = XML_TEMPLATE.format(
         uid=MEASUREMENT_UID, field=FIELD_STRENGTH_T, coils=coils,
         larmor=int(round(FIELD_STRENGTH_T * GAMMA_BAR)), m=m, fov=fov_mm, thickness=SLICE_THICKNESS_MM,
         max_arm=interleaves - 1, max_slice=slices - 1, max_rep=min(repetitions - 1, 65535),
         tr_ms=tr_ms, hash=seq_hash)
+    if waveforms:
+        text = text.replace("</ismrmrdHeader>", WAVEFORM_INFORMATION + "</ismrmrdHeader>")
+    return text
 
 
 def _bit(flag: int) -> np.uint64:
@@ -406,8 +584,13 @@ def generate(path: str | Path, metafile_dir: str | Path = "seq_meta", fov_cm: fl
              arms: int = 200, slices: int = 1, noise: float = 0.0, motion_px: float = 0.0,
              motion_hz: float = 0.25, tr_ms: float = 5.0, girf: str | Path | None = None,
              use_bart: bool = False, seed: int = 0, group: str = "dataset",
-             workers: int | None = None) -> dict:
-    """Write the metafile and the raw-data file; returns a summary (hash, paths, shapes)."""
+             workers: int | None = None, resp_hz: float = 0.0, card_hz: float = 0.0,
+             resp_px: float = 3.0, card_px: float = 1.0, resp_phase: float = 0.0,
+             card_phase: float = 0.0, waveforms: bool = False) -> dict:
+    """Write the metafile and the raw-data file; returns a summary (hash, paths, shapes).
+
+    ``resp_hz``/``card_hz`` (0 = off), ``resp_px``/``card_px``, phases (cycles) and ``waveforms``:
+    physiological motion, truth and waveforms (module doc)."""
     dt_s, tr_s = dt_us * 1e-6, tr_ms * 1e-3
     m = int(round(10 * fov_cm / res_mm))
     arm0 = spiral_arm(fov_cm, res_mm, interleaves, dt_s, samples)
@@ -432,6 +615,13 @@ def generate(path: str | Path, metafile_dir: str | Path = "seq_meta", fov_cm: fl
 
     total = arms * slices
     shifts = displacement_px(total, tr_s, motion_px, motion_hz)
+    physio = None
+    if resp_hz > 0 or card_hz > 0 or waveforms:
+        physio = physio_signals(total, tr_s, resp_hz, card_hz, resp_phase, card_phase)
+        if resp_hz > 0:
+            shifts[:, 0] += resp_px * physio.resp
+        if card_hz > 0:
+            shifts[:, 1] += card_px * physio.card
     coef = coil_coefficients(coils, m)
     image = bart_phantom_image(m) if use_bart else own_phantom_image(m)
     maps = _maps_from(coef, m).astype(np.complex64)
@@ -453,7 +643,7 @@ def generate(path: str | Path, metafile_dir: str | Path = "seq_meta", fov_cm: fl
     with h5py.File(path, "w") as f:
         grp = f.create_group(group)
         mrdfile.write_xml(grp, header_xml(seq_hash, m, 10.0 * fov_cm, coils, interleaves, slices,
-                                          -(-arms // interleaves), tr_ms))
+                                          -(-arms // interleaves), tr_ms, waveforms))
         noise_data = complex_noise(rng, (NOISE_READOUTS, coils, PRE_DISCARD + ns), sigma)
         mrdfile.append_acquisitions(grp, mrdfile.AcquisitionBlock(
             heads[:NOISE_READOUTS], list(noise_data), [empty_traj] * NOISE_READOUTS))
@@ -471,8 +661,22 @@ def generate(path: str | Path, metafile_dir: str | Path = "seq_meta", fov_cm: fl
         grp.create_dataset("truth_coordinates", data=coord)
         grp.attrs.update({"phantom": "bart" if use_bart else "own", "girf": str(girf or ""),
                           "metafile": str(metafile), "matrix": m, "pre_discard": PRE_DISCARD})
+        waves = []
+        if physio is not None:
+            grp.create_dataset("truth_resp", data=physio.resp)
+            grp.create_dataset("truth_card", data=physio.card)
+            grp.create_dataset("truth_card_phase", data=physio.card_phase)
+            grp.create_dataset("truth_trigger_arms", data=physio.trigger_arms)
+            grp.create_dataset("truth_derivative_trigger_arms", data=physio.derivative_trigger_arms)
+            grp.attrs.update({"resp_hz": resp_hz, "card_hz": card_hz, "resp_px": resp_px,
+                              "card_px": card_px, "resp_phase": resp_phase, "card_phase": card_phase})
+        if waveforms:
+            stamps = heads["acquisition_time_stamp"][NOISE_READOUTS:].astype(np.int64)
+            waves = ecg_waveforms(physio, stamps) + pilot_tone_waveforms(physio, stamps, arms, slices)
+            mrdfile.append_waveforms(grp, waves)
     return {"hash": seq_hash, "metafile": metafile, "matrix": m, "samples": ns,
-            "acquisitions": len(heads), "interleaves": interleaves}
+            "acquisitions": len(heads), "interleaves": interleaves, "waveforms": len(waves),
+            "triggers": 0 if physio is None else len(physio.trigger_arms)}
 
 
 def to_module_orientation(image: np.ndarray) -> np.ndarray:
@@ -554,6 +758,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--motion-px", type=float, default=0.0, help="translation amplitude in pixels")
     parser.add_argument("--motion-hz", type=float, default=0.25, help="translation frequency in Hz")
     parser.add_argument("--tr-ms", type=float, default=5.0, help="repetition time in ms")
+    parser.add_argument("--resp-hz", type=float, default=0.0,
+                        help="respiration r(t) = sin(2π(f·t + phase)) in Hz (0 = off)")
+    parser.add_argument("--card-hz", type=float, default=0.0,
+                        help="heart rate of the cardiac pulse train c(t) in Hz (0 = off)")
+    parser.add_argument("--resp-px", type=float, default=3.0,
+                        help="shift along coordinate 0 in pixels per unit r(t)")
+    parser.add_argument("--card-px", type=float, default=1.0,
+                        help="shift along coordinate 1 in pixels per unit c(t)")
+    parser.add_argument("--resp-phase", type=float, default=0.0, help="respiratory phase at t = 0, cycles")
+    parser.add_argument("--card-phase", type=float, default=0.0, help="cardiac phase at t = 0, cycles")
+    parser.add_argument("--waveforms", action="store_true",
+                        help="write ECG (waveform 0) and pilot-tone (waveform 1025) waveforms")
     parser.add_argument("--girf", help="GIRF .mat file: simulate at the GIRF-predicted trajectory")
     parser.add_argument("--bart", action="store_true", help="BART's Shepp-Logan instead of the own one")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the noise")
@@ -570,6 +786,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("coils must be between 1 and 1024")
     if args.noise < 0:
         parser.error("noise must not be negative")
+    nyquist = 0.5 / (args.tr_ms * 1e-3)
+    if not (0 <= args.resp_hz < nyquist and 0 <= args.card_hz < nyquist):
+        parser.error(f"respiratory and cardiac frequencies must be in [0, {nyquist:g}) Hz (1/(2·TR))")
     if args.girf and not Path(args.girf).is_file():
         parser.error(f"GIRF file {args.girf} not found")
     return args
@@ -584,7 +803,9 @@ def main(argv: list[str] | None = None) -> int:
         info = generate(args.output, args.metafile_dir, args.fov_cm, args.res_mm, args.interleaves,
                         args.golden_angle, args.ga_deg, args.dt_us, args.samples, args.coils, args.arms,
                         args.slices, args.noise, args.motion_px, args.motion_hz, args.tr_ms, args.girf,
-                        args.bart, args.seed, args.group)
+                        args.bart, args.seed, args.group, resp_hz=args.resp_hz, card_hz=args.card_hz,
+                        resp_px=args.resp_px, card_px=args.card_px, resp_phase=args.resp_phase,
+                        card_phase=args.card_phase, waveforms=args.waveforms)
     except (ValueError, _bart.BartError) as exc:
         log.error("%s", exc)
         return 1
@@ -593,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
              args.arms, args.slices, PRE_DISCARD, info["samples"], info["matrix"],
              "BART" if args.bart else "own", args.output, args.group, info["metafile"],
              time.perf_counter() - started)
+    if args.waveforms or args.resp_hz > 0 or args.card_hz > 0:
+        log.info("physiological signals: respiration %g Hz, heart %g Hz (%d R waves), %d waveforms",
+                 args.resp_hz, args.card_hz, info["triggers"], info["waveforms"])
     return 0
 
 
