@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import ismrmrd
@@ -26,16 +24,14 @@ import _coils
 import _images
 import _recon
 import _spiral
-import mrdhelper
+import _toml
 from mrdsave import SessionRecorder
 from _gridding import ArmGridder
 from _view_sharing import SlidingWindow
 
 log = logging.getLogger(__name__)
 
-REPO_DIR = Path(__file__).resolve().parents[1]
 CONFIG_NAME = "rtspiral_vs_config.toml"
-CONFIG_DIRS = (Path("/tmp/share/configs"), REPO_DIR / "configs")
 HISTORY = ["FIRE", "PYTHON", "simplenufft1arm"]
 
 
@@ -57,11 +53,7 @@ class SpiralConfig:
     kspace_filter: str = "none"
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            expected = {"list": list, "str": str, "bool": bool, "int": int, "float": (int, float)}[field.type]
-            if not isinstance(value, expected) or (field.type in ("int", "float") and isinstance(value, bool)):
-                raise _images.ConfigError(f"{CONFIG_NAME}: {field.name} = {value!r} is not a {field.type}")
+        _toml.check_types(self, CONFIG_NAME)
         if self.arms_per_frame < 1 or self.window_shift < 1:
             raise _images.ConfigError(f"{CONFIG_NAME}: arms_per_frame and window_shift must be >= 1")
         if self.fov_oversampling < 1:
@@ -73,29 +65,7 @@ class SpiralConfig:
 
     @classmethod
     def load(cls, config: Any) -> "SpiralConfig":
-        """Read the TOML file: the JSON parameter ``spiral_config`` if given, else the first found."""
-        given = mrdhelper.get_json_config_param(config, "spiral_config")
-        candidates = [Path(given)] if given else [d / CONFIG_NAME for d in CONFIG_DIRS]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            log.info("No %s found (%s); using the defaults", CONFIG_NAME, ", ".join(map(str, candidates)))
-            return cls()
-        with open(path, "rb") as f:
-            try:
-                values = tomllib.load(f)
-            except tomllib.TOMLDecodeError as exc:
-                raise _images.ConfigError(f"{path}: {exc}") from exc
-        values.update(values.pop("reconstruction", {}))
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise _images.ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-        log.info("Spiral configuration from %s", path)
-        return cls(**values)
-
-
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else REPO_DIR / p
+        return _toml.load(cls, config, CONFIG_NAME)
 
 
 class ViewSharingRecon:
@@ -109,7 +79,7 @@ class ViewSharingRecon:
         self.m = _spiral.matrix_size(meta, cfg.fov_oversampling)
         kx, ky = meta.kx[:, :meta.interleaves], meta.ky[:, :meta.interleaves]
         if cfg.apply_girf:
-            girf = _spiral.load_girf(_resolve(cfg.girf_file))
+            girf = _spiral.load_girf(_toml.resolve(cfg.girf_file))
             rotation = _spiral.rotation_matrix(first.read_dir, first.phase_dir, first.slice_dir,
                                                metadata.measurementInformation.patientPosition.value)
             dt = meta.dt_s or first.sample_time_us * 1e-6
@@ -184,7 +154,7 @@ def process(connection, config, metadata):
         seq_hash = _spiral.sequence_hash(metadata)
         if seq_hash is None:
             raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
-        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_resolve(p) for p in cfg.metafile_paths]))
+        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in cfg.metafile_paths]))
         backend = _backend.select(cfg.gpu_device)
         if cfg.save_raw and connection.recorder is None:
             connection.recorder = SessionRecorder.start(connection.savedataFolder, "simplenufft1arm", True, None,
