@@ -1,0 +1,172 @@
+"""spiral_xdgrasp_recon: respiratory x cardiac binned spiral reconstruction with BART (XD-GRASP-like).
+
+All arms and waveforms are collected until CLOSE.  Respiration comes from the pilot tone (waveform
+1025, channel 0); cardiac triggers from the pilot tone (channel 2, ``pilottone``; channel 4,
+``pilottone_derivative``) or the ECG (waveform 0, ``ecg``).  Arms are binned (``modules/_binning.py``),
+the first/last ``arm_discard_pre/post`` seconds dropped (0 allowed), coil maps estimated with
+``bart nlinv`` from all kept arms, and ``bart pics`` reconstructs every (respiratory, cardiac) bin
+with total variation along both bin dimensions (BART TIME and TIME2).  One int16 image per bin is
+sent (``image_index = set = respiratory bin``, ``phase = cardiac bin``, one global scale), then the
+waveforms are echoed and CLOSE follows (spiral.md §8, defects fixed).
+Configuration: ``configs/spiral_xdgrasp_config.toml``; missing keys take the defaults below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import ismrmrd
+import numpy as np
+
+import _bart
+import _binning
+import _images
+import _recon
+import _spiral
+import _toml
+import constants
+import rtspiral_bart_tvrecon as tv
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "spiral_xdgrasp_config.toml"
+HISTORY = ["FIRE", "PYTHON", "BART", "XDGRASP"]
+TRIGGER_SOURCES = ("pilottone", "pilottone_derivative", "ecg")
+
+
+@dataclasses.dataclass
+class XdGraspConfig:
+    """TOML keys (top level, ``[reconstruction]`` and ``[binning]``)."""
+
+    metafile_paths: list = dataclasses.field(default_factory=lambda: ["seq_meta", "/tmp/share/seq_meta"])
+    bart_binary: str = ""
+    arm_discard_pre: float = 0.0  # s
+    arm_discard_post: float = 0.0  # s
+    reg_lambda_resp: float = 0.0005
+    reg_lambda_card: float = 0.0005
+    num_iter: int = 100
+    fov_oversampling: float = 1.0
+    gpu_device: int = -1
+    n_respiratory_bins: int = 4
+    n_cardiac_bins: int = 8
+    trigger_source: str = "pilottone"
+    ecg_pilottone_delay: float = 0.0  # s
+    resp_discard: float = 0.1
+    fill_small_bins: bool = True
+
+    def __post_init__(self) -> None:
+        _toml.check_types(self, CONFIG_NAME)
+        if self.trigger_source not in TRIGGER_SOURCES:
+            raise _images.ConfigError(f"{CONFIG_NAME}: trigger_source = {self.trigger_source!r} is not one of "
+                                      f"{', '.join(TRIGGER_SOURCES)}")
+        if self.n_respiratory_bins < 2 or self.n_respiratory_bins % 2 or self.n_cardiac_bins < 1:
+            raise _images.ConfigError(f"{CONFIG_NAME}: n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
+
+
+def pilot_tone(waves: list, count: int) -> np.ndarray:
+    """Decoded waveform-1025 channels ``[5, count]``, the messages joined in arrival order."""
+    parts = [w.data for w in waves if w.waveform_id == _binning.PILOT_TONE_ID]
+    if not parts:
+        raise _images.ConfigError("no pilot-tone waveform (id 1025) received; it gives the respiratory signal")
+    signals = _binning.decode_pilot_tone(np.concatenate(parts, axis=1))
+    if signals.shape[1] < count:
+        raise _images.ConfigError(f"pilot tone has {signals.shape[1]} samples for {count} arms")
+    return signals[:, :count]
+
+
+def bins_of(arms: list, waves: list, cfg: XdGraspConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Respiratory and cardiac bin of every arm (-1: none)."""
+    times = (np.array([a.acquisition_time_stamp for a in arms], dtype=np.float64) - arms[0].acquisition_time_stamp)
+    times *= _binning.TICK_S
+    tr = float(np.median(np.diff(times))) if len(arms) > 1 else 1.0
+    signals = pilot_tone(waves, len(arms))
+    if cfg.trigger_source == "ecg":
+        triggers = _binning.ecg_triggers(_binning.ecg_trigger_times(waves, arms[0].acquisition_time_stamp), times)
+    else:
+        channel = 2 if cfg.trigger_source == "pilottone" else 4
+        triggers = _binning.shift_triggers(_binning.triggers_from(signals[channel]), cfg.ecg_pilottone_delay, tr)
+    resp = _binning.respiratory_bins(signals[0], cfg.n_respiratory_bins, cfg.resp_discard)
+    card = _binning.cardiac_bins(triggers, cfg.n_cardiac_bins)
+    keep = _binning.discard_counts(len(arms), cfg.arm_discard_pre, cfg.arm_discard_post, tr)
+    outside = np.ones(len(arms), bool)
+    outside[keep] = False
+    resp[outside] = -1
+    card[outside] = -1
+    return resp, card
+
+
+def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, resp: np.ndarray, card: np.ndarray,
+                  cfg: XdGraspConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-space ``(1, Ns, n, coils, 1.., nR, nC)``, trajectory ``(3, Ns, n, 1.., nR, nC)`` and sampling
+    pattern ``(1, Ns, n, 1.., nR, nC)``.  Bins are padded to the largest (``fill_small_bins``) with
+    pattern 0, so the padding is no measurement (the reference relied on zero data at k = 0, which
+    BART takes as a measured zero there), or cropped to the smallest bin."""
+    nr, ncard = cfg.n_respiratory_bins, cfg.n_cardiac_bins
+    members = [[np.flatnonzero((resp == r) & (card == c)) for c in range(ncard)] for r in range(nr)]
+    counts = [len(i) for row in members for i in row]
+    if min(counts) == 0 and not cfg.fill_small_bins:
+        raise _images.ConfigError("a (respiratory, cardiac) bin is empty; set fill_small_bins = true")
+    n = max(counts) if cfg.fill_small_bins else min(counts)
+    ncoil, ns = arms[0].data.shape[0], coord.shape[1]
+    kspace = np.zeros((1, ns, n, ncoil) + (1,) * 6 + (nr, ncard), np.complex64)
+    traj = np.zeros((3, ns, n) + (1,) * 7 + (nr, ncard), np.complex64)
+    pattern = np.zeros((1, ns, n) + (1,) * 7 + (nr, ncard), np.complex64)
+    for r in range(nr):
+        for c in range(ncard):
+            chosen = members[r][c][:n]
+            if len(chosen):
+                kspace[0, :, :len(chosen), :, 0, 0, 0, 0, 0, 0, r, c] = np.stack(
+                    [arms[i].data[:, pre:] for i in chosen]).transpose(2, 0, 1)
+                index = [arms[i].idx.kspace_encode_step_1 % interleaves for i in chosen]
+                traj[:2, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = coord[index].transpose(2, 1, 0)
+                pattern[0, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = 1
+    return kspace, traj, pattern
+
+
+def process(connection, config, metadata):
+    try:
+        cfg = _toml.load(XdGraspConfig, config, CONFIG_NAME)
+        seq_hash = _spiral.sequence_hash(metadata)
+        if seq_hash is None:
+            raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
+        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in cfg.metafile_paths]))
+        arms, waves = [], []
+        for item in connection:
+            if item is None:
+                break
+            if isinstance(item, ismrmrd.Acquisition) and _recon.is_imaging_readout(item):
+                arms.append(item)
+            elif isinstance(item, ismrmrd.Waveform):
+                waves.append(item)
+        resp, card = bins_of(arms, waves, cfg)
+        m = _spiral.matrix_size(meta, cfg.fov_oversampling)
+        coord = _spiral.grid_coordinates(meta.kx[:, :meta.repetitions], meta.ky[:, :meta.repetitions], m)
+        kspace, traj, pattern = binned_arrays(arms, coord, meta.pre_discard, meta.repetitions, resp, card, cfg)
+        kept = np.flatnonzero((resp >= 0) & (card >= 0))
+        all_k, all_t = tv.bart_arrays([arms[i] for i in kept], coord, meta.pre_discard, meta.repetitions, 1, len(kept))
+        with _bart.BartSession(cfg.bart_binary or None) as session:
+            sens = tv.coil_maps(session, all_k, all_t, m)
+            gpu = ["-g"] if cfg.gpu_device >= 0 and session.capabilities.gpu else []
+            log.info("XD-GRASP: %d x %d bins of up to %d arms (%d arms kept of %d), matrix %d", cfg.n_respiratory_bins,
+                     cfg.n_cardiac_bins, kspace.shape[2], len(kept), len(arms), m)
+            images = session.run(["pics", *gpu, "-e", "-R", f"T:1024:0:{cfg.reg_lambda_resp}",
+                                  "-R", f"T:2048:0:{cfg.reg_lambda_card}", "-i", str(cfg.num_iter),
+                                  "-p", "pat", "-t", "traj", "k", "s", "x"],
+                                 {"traj": traj, "k": kspace, "s": sens, "pat": pattern})["x"]
+        images = np.abs(np.asarray(images).reshape(m, m, cfg.n_respiratory_bins, cfg.n_cardiac_bins))
+        max_value = _images.max_value_of(metadata)
+        scaled = np.around(images * (max_value / max(float(images.max()), np.finfo(np.float32).tiny))).astype(np.int16)
+        connection.send_logging(constants.MRD_LOGGING_INFO, "Reconstruction is finished. Sending images...")
+        last = arms[kept[-1]]
+        for r in range(cfg.n_respiratory_bins):
+            for c in range(cfg.n_cardiac_bins):
+                image = _recon.image_from_readout(np.ascontiguousarray(scaled[::-1, :, r, c].T), last, metadata, r)
+                head = image.getHead()
+                head.phase, head.set = c, r
+                image.setHead(head)
+                image.meta = _recon.display_meta(image, max_value, HISTORY)
+                connection.send_image(image)
+        for wave in waves:
+            connection.send_waveform(wave)
+    finally:
+        connection.send_close()
