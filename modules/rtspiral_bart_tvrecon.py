@@ -2,8 +2,9 @@
 
 All arms are collected until CLOSE; consecutive groups of ``arms_per_frame`` arms form the frames.
 Coil maps come from ``bart nlinv`` on all arms together (on BART 0.8, without ``-x``, the maps of
-the 2x oversampled grid are cropped to the central matrix and normalised over the coils); the
-frames are reconstructed with ``bart pics`` and finite differences along time
+the 2x oversampled grid are cropped to the central matrix and normalised over the coils), the data
+scale from an adjoint NUFFT (``bart nufft -a``); the frames are reconstructed with ``bart pics``
+(ADMM, that fixed scale) and finite differences along time
 (``-R T:1024:1024:lambda``), in ``num_chunks`` chunks overlapping by 3 frames, and each chunk's
 frames are sent as soon as it is done; received waveforms are echoed before CLOSE (spiral.md §7).
 Configuration: ``configs/rtspiral_bart_tvrecon_config.toml``; missing keys take the defaults below.
@@ -83,6 +84,20 @@ def coil_maps(session: _bart.BartSession, kspace: np.ndarray, traj: np.ndarray, 
     return sens.reshape(m, m, 1, ncoil).astype(np.complex64)
 
 
+def data_scale(session: _bart.BartSession, kspace: np.ndarray, traj: np.ndarray, sens: np.ndarray, m: int) -> float:
+    """The inverse data scale for ``pics -w`` (spiral.md §7.2 step 5): adjoint NUFFT of frames 5 ... n-1
+    (all when fewer), coil-combined with the maps; the 90th percentile of the magnitude if the image
+    is not dominated by a few bright pixels (max - p90 < 2 (p90 - median)), else the maximum."""
+    first = 5 if kspace.shape[-1] > 5 else 0
+    grid = ["-x", f"{m}:{m}:1"] if session.capabilities.nufft_x else ["-d", f"{m}:{m}:1"]
+    adjoint = session.run(["nufft", "-a", *grid, "traj", "k", "x"],
+                          {"traj": traj[..., first:], "k": kspace[..., first:]})["x"]
+    adjoint = np.asarray(adjoint).reshape(m, m, sens.shape[-1], -1)
+    combined = np.abs((np.conj(sens.reshape(m, m, -1, 1)) * adjoint).sum(axis=2))
+    p90, median, peak = np.percentile(combined, 90), np.median(combined), combined.max()
+    return float(p90 if peak - p90 < 2 * (p90 - median) else peak)
+
+
 def chunks(frames: int, count: int) -> list[tuple[int, int, int, int]]:
     """(first, end, keep_first, keep_end) frame ranges of ``count`` chunks overlapping by 3 frames."""
     size = -(-frames // count)
@@ -138,12 +153,14 @@ def process(connection, config, metadata):
         kspace, traj = bart_arrays(arms, coord, meta.pre_discard, interleaves, frames, cfg.arms_per_frame)
         with _bart.BartSession(cfg.bart_binary or None) as session:
             sens = coil_maps(session, kspace, traj, m)
+            scale = data_scale(session, kspace, traj, sens, m)
             gpu = ["-g"] if cfg.gpu_device >= 0 and session.capabilities.gpu else []
             log.info("TV recon: %d frames of %d arms, matrix %d, %d chunk(s), BART %s%s", frames,
                      cfg.arms_per_frame, m, cfg.num_chunks, session.capabilities.version, " on GPU" if gpu else "")
             for first, end, keep_first, keep_end in chunks(frames, cfg.num_chunks):
                 n = end - first
-                images = session.run(["pics", *gpu, "-S", "-e", "-R", f"T:1024:1024:{cfg.reg_lambda * n}",
+                images = session.run(["pics", *gpu, "-m", "-w", f"{scale:g}", "-S", "-e",
+                                      "-R", f"T:1024:1024:{cfg.reg_lambda * n}",
                                       "-i", str(cfg.num_iter), "-t", "traj", "k", "s", "x"],
                                      {"traj": traj[..., first:end], "k": kspace[..., first:end], "s": sens})["x"]
                 images = np.asarray(images).reshape(m, m, n)

@@ -24,7 +24,7 @@ def correlation(a, b):
     return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
-@pytest.mark.parametrize("source", ["pilottone", "ecg"])
+@pytest.mark.parametrize("source", ["pilottone", "pilottone_derivative", "ecg"])
 def test_binned_images_match_the_true_states(server, tmp_path, source):
     data = tmp_path / "spiral.h5"
     assert gen.main(["-o", str(data), "--metafile-dir", str(tmp_path / "meta"), "--fov-cm", "19.2", "--res-mm", "3",
