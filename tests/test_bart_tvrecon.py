@@ -49,3 +49,28 @@ def test_tv_frames_are_closer_to_the_truth_than_gridding_of_the_same_arms(server
         grid_errors.append(nrmse(gridded[inside], truth[inside]))
     assert max(tv_errors) < 0.5 < min(grid_errors)
     assert np.mean(tv_errors) < 0.5 * np.mean(grid_errors)
+
+
+def test_girf_correction_lowers_the_tv_error_on_girf_distorted_data(server, tmp_path):
+    girf = REPO.parent / "shared" / "data" / "girf" / "GIRF_20200221_Duyn_method_coil2.mat"
+    data = tmp_path / "spiral.h5"
+    assert gen.main(["-o", str(data), "--metafile-dir", str(tmp_path / "meta"), "--fov-cm", "19.2", "--res-mm", "3",
+                     "--interleaves", str(INTERLEAVES), "--coils", str(COILS), "--arms", "32", "--girf", str(girf),
+                     "--bart"]) == 0
+    x = (np.arange(64) - 32) / 64
+    inside = np.hypot(x[:, None], x[None, :]) <= 0.5
+    errors = {}
+    for apply in (False, True):
+        (tmp_path / "tv.toml").write_text(f'metafile_paths = ["{tmp_path / "meta"}"]\ngirf_file = "{girf}"\n'
+                                          f"[reconstruction]\napply_girf = {str(apply).lower()}\n"
+                                          "arms_per_frame = 16\nreg_lambda = 0.01\nnum_iter = 30\n")
+        (tmp_path / "rtspiral_bart_tvrecon.json").write_text(
+            json.dumps({"parameters": {"spiral_config": str(tmp_path / "tv.toml")}}))
+        out = tmp_path / f"out_{apply}.h5"
+        result = run_client(server.port, "-c", "rtspiral_bart_tvrecon", "-o", str(out), "-G", "g", str(data),
+                            cwd=tmp_path)
+        assert result.returncode == 0, result.stdout
+        image = images_of(out, "g")[0][0, 0, 0].astype(float)
+        truth = np.abs(gen.truth_frame(data, 0, 16, window="disk"))
+        errors[apply] = nrmse(image[inside], truth[inside])
+    assert errors[True] < errors[False]

@@ -90,3 +90,35 @@ def test_discard_allows_zero_and_rejects_everything():
     assert _binning.discard_counts(1000, 0.5, 0.0, 0.005) == slice(100, 1000)
     with pytest.raises(ValueError):
         _binning.discard_counts(100, 0.3, 0.3, 0.005)
+
+
+def test_generator_waveforms_bin_by_their_known_phases(tmp_path):
+    import importlib.util
+
+    import h5py
+    import ismrmrd
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("gen", repo / "tools" / "generate_spiral_dataset.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    data = tmp_path / "w.h5"
+    assert gen.main(["-o", str(data), "--metafile-dir", str(tmp_path / "meta"), "--fov-cm", "19.2", "--res-mm", "3",
+                     "--interleaves", "16", "--coils", "2", "--arms", "6000", "--resp-hz", "0.25", "--card-hz", "1.1",
+                     "--waveforms"]) == 0
+    dset = ismrmrd.Dataset(str(data), "dataset", mode="r")
+    waves = [dset.read_waveform(i) for i in range(dset.number_of_waveforms())]
+    dset.close()
+    with h5py.File(data, "r") as f:
+        resp_truth, trigger_arms = f["dataset/truth_resp"][...], f["dataset/truth_trigger_arms"][...]
+    pilot = np.concatenate([w.data for w in waves if w.waveform_id == 1025], axis=1)
+    signals = _binning.decode_pilot_tone(pilot)
+    resp = _binning.respiratory_bins(signals[0], 12, 0.1)
+    assert np.mean(resp == _binning.respiratory_bins(resp_truth, 12, 0.1)) >= 0.95
+    triggers = _binning.triggers_from(signals[2])
+    assert list(np.flatnonzero(triggers)) == list(trigger_arms)
+    expected = np.zeros(len(triggers), np.int8)
+    expected[trigger_arms] = 1
+    card = _binning.cardiac_bins(triggers, 20)
+    assert np.array_equal(card, _binning.cardiac_bins(expected, 20))
+    counts = np.bincount(card[card >= 0], minlength=20)
+    assert len(set(counts)) == 1 and counts[0] > 0  # every cardiac bin gets per x beats arms
