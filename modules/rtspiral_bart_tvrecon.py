@@ -22,6 +22,7 @@ import _bart
 import _images
 import _recon
 import _spiral
+import _spiral_io
 import _toml
 
 log = logging.getLogger(__name__)
@@ -122,18 +123,8 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, ind
 def process(connection, config, metadata):
     try:
         cfg = _toml.load(TvConfig, config, CONFIG_NAME)
-        seq_hash = _spiral.sequence_hash(metadata)
-        if seq_hash is None:
-            raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
-        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in cfg.metafile_paths]))
-        arms, waves = [], []
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, ismrmrd.Acquisition) and _recon.is_imaging_readout(item):
-                arms.append(item)
-            elif isinstance(item, ismrmrd.Waveform):
-                waves.append(item)
+        meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
+        arms, waves = _spiral_io.collect(connection)
         frames = len(arms) // cfg.arms_per_frame
         if cfg.num_recon_frames:
             frames = min(frames, cfg.num_recon_frames)

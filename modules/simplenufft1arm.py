@@ -24,6 +24,7 @@ import _coils
 import _images
 import _recon
 import _spiral
+import _spiral_io
 import _toml
 from mrdsave import SessionRecorder
 from _gridding import ArmGridder
@@ -151,10 +152,7 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg
 def process(connection, config, metadata):
     try:
         cfg = SpiralConfig.load(config)
-        seq_hash = _spiral.sequence_hash(metadata)
-        if seq_hash is None:
-            raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
-        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in cfg.metafile_paths]))
+        meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
         backend = _backend.select(cfg.gpu_device)
         if cfg.save_raw and connection.recorder is None:
             connection.recorder = SessionRecorder.start(connection.savedataFolder, "simplenufft1arm", True, None,

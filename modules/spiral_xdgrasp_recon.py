@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import ismrmrd
 import numpy as np
 
 import _bart
@@ -23,6 +22,7 @@ import _binning
 import _images
 import _recon
 import _spiral
+import _spiral_io
 import _toml
 import constants
 import rtspiral_bart_tvrecon as tv
@@ -126,18 +126,8 @@ def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, res
 def process(connection, config, metadata):
     try:
         cfg = _toml.load(XdGraspConfig, config, CONFIG_NAME)
-        seq_hash = _spiral.sequence_hash(metadata)
-        if seq_hash is None:
-            raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
-        meta = _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in cfg.metafile_paths]))
-        arms, waves = [], []
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, ismrmrd.Acquisition) and _recon.is_imaging_readout(item):
-                arms.append(item)
-            elif isinstance(item, ismrmrd.Waveform):
-                waves.append(item)
+        meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
+        arms, waves = _spiral_io.collect(connection)
         resp, card = bins_of(arms, waves, cfg)
         m = _spiral.matrix_size(meta, cfg.fov_oversampling)
         coord = _spiral.grid_coordinates(meta.kx[:, :meta.repetitions], meta.ky[:, :meta.repetitions], m)
