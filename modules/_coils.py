@@ -28,7 +28,9 @@ def array_module(x: Any) -> Any:
 def rss(coil_images: Any) -> Any:
     """``sqrt(sum_c |x_c|^2)`` over axis 0 of ``[coils, ...]``."""
     xp = array_module(coil_images)
-    return xp.sqrt(xp.sum(coil_images.real ** 2 + coil_images.imag ** 2, axis=0))
+    power = coil_images.real ** 2
+    power += coil_images.imag ** 2
+    return xp.sqrt(power.sum(axis=0))
 
 
 def _lowpass_window(shape: tuple[int, ...], xp: Any) -> Any:

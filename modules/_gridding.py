@@ -26,6 +26,7 @@ import scipy.sparse
 import scipy.special
 
 from _backend import Backend
+from _coils import rss
 
 OVERSAMPLING = 1.25
 WIDTH = 4
@@ -174,9 +175,7 @@ class ArmGridder:
         img = self._cropped_ifft(grid_sum)
         if self.backend.gpu >= 0:
             return _gpu_rss_kernel()(img, axis=0) * self._abs_apod
-        power = img.real ** 2
-        power += img.imag ** 2
-        return np.sqrt(power.sum(axis=0)) * self._abs_apod
+        return rss(img) * self._abs_apod
 
 
 def _gpu_rss_kernel() -> object:

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.fft
 
 import mrdhelper
+from _coils import rss
 
 SKIPPED_READOUT_FLAGS = (
     ismrmrd.ACQ_IS_NOISE_MEASUREMENT,
@@ -138,7 +139,7 @@ class SliceKspace:
         img = scipy.fft.ifft(img, axis=1, overwrite_x=True, workers=-1)
         if ry:
             img = crop_centre(img, ry, axis=1)
-        return root_sum_of_squares(img)
+        return rss(img)
 
 
 class SliceGrouper:
@@ -161,13 +162,6 @@ class SliceGrouper:
         return done if len(done) else None
 
 
-def root_sum_of_squares(coil_images: np.ndarray) -> np.ndarray:
-    """``sqrt(sum |x|^2)`` over axis 0 of a complex ``[cha, ...]`` array, in single precision."""
-    power = coil_images.real ** 2
-    power += coil_images.imag ** 2
-    return np.sqrt(power.sum(axis=0))
-
-
 def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:
     """Root-sum-of-squares magnitude image ``[y, x]`` of centred k-space ``[cha, ky, kx]``."""
     _, (rx, ry), _ = matrix_sizes(metadata)
@@ -177,7 +171,7 @@ def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:
     img = centred_ifft(np.ascontiguousarray(img), axis=1)
     if ry:
         img = crop_centre(img, ry, axis=1)
-    return root_sum_of_squares(img)
+    return rss(img)
 
 
 def bits_stored(metadata: Any) -> int:
