@@ -38,8 +38,15 @@ class Backend:
     def name(self) -> str:
         return f"GPU {self.gpu} (CuPy)" if self.gpu >= 0 else "CPU (NumPy)"
 
-    def to_device(self, array: Any) -> Any:
-        return self.xp.asarray(array)
+    def to_device(self, array: Any, dtype: Any = None) -> Any:
+        """``array`` C-contiguous on this device (as ``dtype`` when given); an array that already
+        is returns itself, without a CuPy call (a sliding window takes thousands of arms)."""
+        xp = self.xp
+        if type(array) is xp.ndarray:
+            if array.flags.c_contiguous and (dtype is None or array.dtype == dtype):
+                return array
+            return xp.ascontiguousarray(array, dtype=dtype)
+        return xp.asarray(np.ascontiguousarray(array, dtype=dtype))
 
     def to_host(self, array: Any) -> np.ndarray:
         return array.get() if hasattr(array, "get") else np.asarray(array)

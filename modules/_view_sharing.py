@@ -1,7 +1,7 @@
 """Sliding-window view sharing over spiral arms (never dispatched: leading ``_``).
 
 Arms arrive one by one and are copied once to the device, as received (the
-gridding matrix skips their ``pre_discard`` samples).  A frame is ready after
+gridding matrix skips their ``pre_discard`` samples), and stay there until gridded.  A frame is ready after
 every ``window_shift`` arms once ``arms_per_frame`` arms have arrived, and holds
 exactly the last ``arms_per_frame`` arms of the slice: frame k (0-based) covers
 arms ``[k * shift, k * shift + arms_per_frame)``.
@@ -10,7 +10,7 @@ Frames start at multiples of ``window_shift``, so a frame is ``q = apf // shift`
 whole blocks of ``shift`` consecutive arms plus the first ``r = apf % shift`` arms
 of the next block.  Each whole block is gridded once, when it is complete, and
 its grid kept (the last ``q``); at a frame only the ``r`` extra arms are gridded
-and the ``q`` block grids added.  Nothing is subtracted, so nothing drifts.
+and the ``q`` block grids added, in the same call.  Nothing is subtracted, so nothing drifts.
 (Density compensation is part of the gridding matrix, see :class:`ArmGridder`.)
 """
 from __future__ import annotations
@@ -33,8 +33,7 @@ class SlidingWindow:
         self._blocks: collections.deque[Any] = collections.deque(maxlen=max(self._blocks_per_frame, 1))
         self._current: collections.deque[tuple[int, Any]] = collections.deque(maxlen=self._block_arms)
         self.arms_seen = 0
-        gridder.prepare_runs((window_shift if self._blocks_per_frame else 0,
-                              arms_per_frame % window_shift if self._blocks_per_frame else arms_per_frame))
+        self._dtype = gridder.backend.xp.complex64
 
     def reset(self) -> None:
         """Forget all arms (a new slice starts)."""
@@ -42,29 +41,23 @@ class SlidingWindow:
         self._current.clear()
         self.arms_seen = 0
 
-    def _grid(self, arms: list[tuple[int, Any]]) -> Any:
-        xp = self.gridder.backend.xp
-        return self.gridder.grid_arms([arm for arm, _ in arms], xp.concatenate([s for _, s in arms], axis=1))
+    def _grid(self, add: list[Any]) -> Any:
+        """Grid sum of the current block's arms plus the grid sums ``add``."""
+        return self.gridder.grid_arms([arm for arm, _ in self._current], [s for _, s in self._current], add)
 
     def add(self, arm: int, data: Any) -> bool:
         """Keep one arm as received (``data`` ``[coils, pre_discard + Ns]``, complex64, host or device);
         True when a frame is ready."""
-        self._current.append((arm, self.gridder.backend.to_device(data)))
+        self._current.append((arm, self.gridder.backend.to_device(data, self._dtype)))
         self.arms_seen += 1
         if self._blocks_per_frame and len(self._current) == self.window_shift:
-            self._blocks.append(self._grid(list(self._current)))
+            self._blocks.append(self._grid([]))
             self._current.clear()
         excess = self.arms_seen - self.arms_per_frame
         return excess >= 0 and excess % self.window_shift == 0
 
     def _grid_sum(self) -> Any:
-        parts = list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else []
-        if self._current:
-            parts.append(self._grid(list(self._current)))
-        grid_sum = parts[0]
-        for part in parts[1:]:
-            grid_sum = grid_sum + part
-        return grid_sum
+        return self._grid(list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else [])
 
     def coil_images(self) -> Any:
         """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""

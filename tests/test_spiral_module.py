@@ -1,8 +1,9 @@
-"""simplenufft1arm end to end over a socket (CPU): frames from tools/generate_spiral_dataset.py data
+"""simplenufft1arm end to end over a socket, on the CPU and (on the device machine) the GPU: frames from tools/generate_spiral_dataset.py data
 checked against sigpy's adjoint NUFFT of the same arms (an independent implementation) and against
 the generator's analytic ground truth."""
 import importlib.util
 import json
+import shutil
 import sys
 
 import h5py
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import sigpy
 
-from conftest import REPO, images_of, nrmse, run_client
+from conftest import REPO, compute_devices, images_of, nrmse, run_client
 
 sys.path.insert(0, str(REPO / "modules"))
 import _spiral  # noqa: E402
@@ -20,6 +21,10 @@ gen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gen)
 GIRF_FILE = REPO.parent / "shared" / "data" / "girf" / "GIRF_20200221_Duyn_method_coil2.mat"
 APF, SHIFT, INTERLEAVES, COILS, PRE = 16, 8, 16, 6, 10
+DEVICES = compute_devices()
+# BART's phantom in CI (`make test` installs bart); the GPU machine has no bart and simulates the
+# generator's own analytic phantom instead (no NUFFT either: still independent of the module).
+BART = ["--bart"] if shutil.which("bart") else []
 
 
 def make_session(tmp_path, *gen_args, **recon):
@@ -64,10 +69,11 @@ def sigpy_frame(data, first, count, coord_key=None, hann=False):
     return np.sqrt((np.abs(total) ** 2).sum(0))[::-1].T
 
 
+@pytest.mark.parametrize("gpu", DEVICES)
 @pytest.mark.parametrize("combine", ["rssq", "adaptive"])
-def test_frames_stream_with_exact_footprint_and_match_truth(server, tmp_path, combine):
-    data = make_session(tmp_path, "--arms", "64", "--motion-px", "2", "--motion-hz", "0.5", "--bart",
-                        coil_combine=combine, kspace_filter="hann")
+def test_frames_stream_with_exact_footprint_and_match_truth(server, tmp_path, combine, gpu):
+    data = make_session(tmp_path, "--arms", "64", "--motion-px", "2", "--motion-hz", "0.5", *BART,
+                        coil_combine=combine, kspace_filter="hann", gpu_device=gpu)
     pixels, heads, attrs = run_module(server, tmp_path, data)
     # frames end at arms 15, 23, ..., 63: (64 - 16) // 8 + 1 = 7 frames, image_index 1..7, repetition 0..6
     assert pixels.shape == (7, 1, 1, 64, 64) and pixels.dtype == np.int16
@@ -83,8 +89,9 @@ def test_frames_stream_with_exact_footprint_and_match_truth(server, tmp_path, co
             assert nrmse(image, sigpy_frame(data, k * SHIFT, APF, hann=True)) <= 1e-3
 
 
-def test_slices_never_mix_and_noise_is_not_gridded(server, tmp_path):
-    data = make_session(tmp_path, "--arms", "32", "--slices", "2", "--noise", "0.01")
+@pytest.mark.parametrize("gpu", DEVICES)
+def test_slices_never_mix_and_noise_is_not_gridded(server, tmp_path, gpu):
+    data = make_session(tmp_path, "--arms", "32", "--slices", "2", "--noise", "0.01", gpu_device=gpu)
     pixels, heads, _ = run_module(server, tmp_path, data)
     assert list(heads["slice"]) == [0, 0, 0, 1, 1, 1]  # 3 frames per slice of 32 arms, none spanning both
     for k, image in enumerate(pixels[:, 0, 0].astype(float)):
@@ -92,8 +99,9 @@ def test_slices_never_mix_and_noise_is_not_gridded(server, tmp_path):
         assert nrmse(image, sigpy_frame(data, first, APF)) <= 1e-3
 
 
-def test_girf_correction_lowers_the_error_on_girf_distorted_data(server, tmp_path):
-    data = make_session(tmp_path, "--arms", "16", "--girf", str(GIRF_FILE), "--bart", apply_girf=False)
+@pytest.mark.parametrize("gpu", DEVICES)
+def test_girf_correction_lowers_the_error_on_girf_distorted_data(server, tmp_path, gpu):
+    data = make_session(tmp_path, "--arms", "16", "--girf", str(GIRF_FILE), *BART, apply_girf=False, gpu_device=gpu)
     plain = run_module(server, tmp_path, data)[0][0, 0, 0].astype(float)
     (tmp_path / "spiral.toml").write_text((tmp_path / "spiral.toml").read_text().replace("apply_girf = false",
                                                                                         "apply_girf = true"))

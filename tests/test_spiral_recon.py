@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import sigpy
 
+from conftest import compute_devices
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 import _backend  # noqa: E402
 import _coils  # noqa: E402
@@ -14,14 +16,7 @@ from _gridding import ArmGridder  # noqa: E402
 from _view_sharing import SlidingWindow  # noqa: E402
 
 
-def devices():
-    found = [-1]
-    if _backend.select(0).gpu == 0:
-        found.append(0)
-    return found
-
-
-DEVICES = devices()
+DEVICES = compute_devices()
 
 
 def spiral_arms(arms, ns, m, turns=6):
@@ -44,7 +39,7 @@ def test_gridded_arms_give_sigpy_nufft_adjoint(gpu):
     coord = spiral_arms(arms, ns, m)
     data = (rng.standard_normal((arms, nc, ns)) + 1j * rng.standard_normal((arms, nc, ns))).astype(np.complex64)
     gridder = ArmGridder(coord, m, backend)
-    samples = backend.to_device(data.transpose(1, 0, 2).reshape(nc, -1))  # [coils, arms * Ns]
+    samples = [backend.to_device(arm) for arm in data]  # [coils, Ns] each
     ours = backend.to_host(gridder.image(gridder.grid_arms(list(range(arms)), samples)))
     reference = sum(sigpy.nufft_adjoint(data[a].astype(np.complex128), coord[a].astype(np.float64), (nc, m, m))
                     for a in range(arms))

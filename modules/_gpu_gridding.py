@@ -1,0 +1,203 @@
+"""CUDA kernels for sliding-window gridding on the GPU (never dispatched: leading ``_``).
+
+Used by :class:`_gridding.ArmGridder` when its backend is CuPy.  The gridding
+matrix of every trajectory arm is kept grid-major (one CSR per arm: for each
+oversampled grid point the samples of that arm that touch it, and their
+weights), so that a window of any arms, in any order and with repeats, is
+gridded by *one* gather kernel without atomics:
+
+    out[c, g] = sum_k add_k[c, g] + sum_j sum_{e in row g of arm j} w_e * data_j[c, col_e]
+
+The arms' samples are read where they were received (a table of device
+pointers), and the stored block grids of the window are added in the same pass.
+``crop_rss`` then takes the unnormalised inverse FFT of that grid to the
+root-sum-of-squares image: crop, coil sum of ``|x|^2``, square root and
+apodization in one kernel.  cuSPARSE and CuPy's element-wise kernels did the
+same work in more launches; at these sizes the launches, not the arithmetic,
+set the frame time, hence the hand-written kernels.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import numpy as np
+
+THREADS = 256
+COIL_CHUNK = 4  # coils per thread: more threads in flight than with all coils per thread (H100: 4 < 8 < 20)
+DENSE_ROW = 1.0  # a grid row is dense (a warp, not a thread, gathers it) above this many samples per arm
+
+_SOURCE = r"""
+// Accumulates CHUNK coils (from c0, nc valid) of the samples of grid row g, entries e0, e0+step, ... of each arm.
+__device__ __forceinline__ void gather_row(const int* __restrict__ rowptr, const int* __restrict__ cols,
+                                           const float* __restrict__ weights, const long long* __restrict__ table,
+                                           const int n_arms, const int g2, const int samples, const int g,
+                                           const int c0, const int nc, const int e0, const int step, float2* acc)
+{
+    for (int j = 0; j < n_arms; ++j) {
+        const int* row = rowptr + table[j] * (long long)g2 + g;
+        const float2* data = reinterpret_cast<const float2*>(table[n_arms + j]) + (size_t)c0 * samples;
+        const int end = row[1];
+        for (int e = row[0] + e0; e < end; e += step) {
+            const float w = weights[e];
+            const float2* d = data + cols[e];
+#pragma unroll
+            for (int c = 0; c < CHUNK; ++c) {
+                if (c < nc) {
+                    const float2 v = d[(size_t)c * samples];
+                    acc[c].x += w * v.x;
+                    acc[c].y += w * v.y;
+                }
+            }
+        }
+    }
+}
+
+// Rows order[0 .. n_light) get a thread each; the dense rows order[n_light ..) (the k-space centre, where
+// every arm has many samples) get a warp each, so that no thread walks a long row alone.
+extern "C" __global__ void grid_arms(const int* __restrict__ rowptr, const int* __restrict__ cols,
+                                     const float* __restrict__ weights, const long long* __restrict__ table,
+                                     const int n_arms, const int n_add, const int g2, const int samples,
+                                     const int coils, const int* __restrict__ order, const int n_light,
+                                     const int n_heavy, float2* __restrict__ out)
+{
+    const int light_blocks = (n_light + blockDim.x - 1) / blockDim.x;
+    const int c0 = blockIdx.y * CHUNK;
+    const int nc = min(CHUNK, coils - c0);
+    float2 acc[CHUNK];
+#pragma unroll
+    for (int c = 0; c < CHUNK; ++c) acc[c] = make_float2(0.f, 0.f);
+    int g, lane = 0;
+    if (blockIdx.x < light_blocks) {
+        const int t = blockIdx.x * blockDim.x + threadIdx.x;
+        if (t >= n_light) return;
+        g = order[t];
+        gather_row(rowptr, cols, weights, table, n_arms, g2, samples, g, c0, nc, 0, 1, acc);
+    } else {
+        const int warp = ((blockIdx.x - light_blocks) * blockDim.x + threadIdx.x) >> 5;
+        if (warp >= n_heavy) return;  // whole warps only
+        lane = threadIdx.x & 31;
+        g = order[n_light + warp];
+        gather_row(rowptr, cols, weights, table, n_arms, g2, samples, g, c0, nc, lane, 32, acc);
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            for (int offset = 16; offset > 0; offset >>= 1) {
+                acc[c].x += __shfl_down_sync(0xffffffffu, acc[c].x, offset);
+                acc[c].y += __shfl_down_sync(0xffffffffu, acc[c].y, offset);
+            }
+        }
+        if (lane) return;
+    }
+    for (int k = 0; k < n_add; ++k) {
+        const float2* grid = reinterpret_cast<const float2*>(table[2 * n_arms + k]) + (size_t)c0 * g2 + g;
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            if (c < nc) {
+                const float2 v = grid[(size_t)c * g2];
+                acc[c].x += v.x;
+                acc[c].y += v.y;
+            }
+        }
+    }
+    float2* o = out + (size_t)c0 * g2 + g;
+#pragma unroll
+    for (int c = 0; c < CHUNK; ++c) {
+        if (c < nc) o[(size_t)c * g2] = acc[c];
+    }
+}
+
+extern "C" __global__ void crop_rss(const float2* __restrict__ k, const float* __restrict__ apod,
+                                    const int coils, const int g1, const int g2, const int m, const int start,
+                                    float* __restrict__ out)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= m * m) return;
+    const float2* p = k + (size_t)(i / m + start) * g1 + (i % m + start);
+    float s = 0.f;
+    for (int c = 0; c < coils; ++c) {
+        const float2 v = p[(size_t)c * g2];
+        s += v.x * v.x + v.y * v.y;
+    }
+    out[i] = sqrtf(s) * apod[i];
+}
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _module(chunk: int) -> Any:
+    import cupy
+    return cupy.RawModule(code=_SOURCE, options=(f"-DCHUNK={chunk}",))
+
+
+def _blocks(n: int) -> int:
+    return (n + THREADS - 1) // THREADS
+
+
+class GpuArmTables:
+    """Per-arm grid-major CSR tables on the GPU and the two kernels that use them.
+
+    ``rows``, ``cols`` (sample index within the arm as received) and ``weights``
+    are the entries of all arms' gridding matrices, ``arm`` the arm of each.
+    """
+
+    def __init__(self, arm: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
+                 arms: int, grid_points: int, samples: int) -> None:
+        import cupy
+        if len(weights) >= 2 ** 31:
+            raise ValueError(f"gridding matrix too large for the GPU tables ({len(weights)} entries)")
+        key = arm.astype(np.int64) * grid_points + rows
+        order = np.argsort(key, kind="stable")
+        rowptr = np.zeros(arms * grid_points + 1, dtype=np.int32)
+        np.cumsum(np.bincount(key, minlength=arms * grid_points), out=rowptr[1:])
+        self.rowptr = cupy.asarray(rowptr)
+        self.cols = cupy.asarray(cols[order].astype(np.int32))
+        self.weights = cupy.asarray(weights[order].astype(np.float32))
+        self.grid_points = grid_points
+        self.samples = samples
+        dense = np.bincount(rows, minlength=grid_points) > DENSE_ROW * arms
+        self.light = int((~dense).sum())
+        self.order = cupy.asarray(np.concatenate([np.flatnonzero(~dense), np.flatnonzero(dense)]).astype(np.int32))
+
+    def grid(self, arms: Sequence[int], samples: Sequence[Any], add: Sequence[Any] = ()) -> Any:
+        """``[coils, grid_points]`` complex64: the sum of the grids ``add`` (same shape) and the
+        gridded ``samples`` (device arrays ``[coils, samples]``, complex64, C order) of ``arms``."""
+        import cupy
+        coils = (samples[0] if len(samples) else add[0]).shape[0]
+        table = np.array([*arms, *(s.data.ptr for s in samples), *(a.data.ptr for a in add)], dtype=np.int64)
+        out = cupy.empty((coils, self.grid_points), dtype=cupy.complex64)
+        chunk = min(COIL_CHUNK, coils)
+        heavy = self.grid_points - self.light
+        _module(chunk).get_function("grid_arms")(
+            (_blocks(self.light) + _blocks(32 * heavy), (coils + chunk - 1) // chunk), (THREADS,),
+            (self.rowptr, self.cols, self.weights, cupy.asarray(table), np.int32(len(arms)), np.int32(len(add)),
+             np.int32(self.grid_points), np.int32(self.samples), np.int32(coils), self.order, np.int32(self.light),
+             np.int32(heavy), out))
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _fft_plan(device: int, shape: tuple[int, ...]) -> Any:
+    import cupy
+    import cupyx.scipy.fft
+    return cupyx.scipy.fft.get_fft_plan(cupy.empty(shape, dtype=cupy.complex64), axes=(1, 2), value_type="C2C")
+
+
+def inverse_fft2_inplace(images: Any) -> Any:
+    """Unnormalised inverse FFT over the last two axes of C-contiguous ``[n, G0, G1]`` complex64, in
+    place: the cached cuFFT plan called directly (``cupyx.scipy.fft.ifft2`` looks it up and checks
+    its arguments at every call, which costs as much as the transform at this size)."""
+    import cupy
+    from cupy.cuda import cufft
+    _fft_plan(cupy.cuda.Device().id, images.shape).fft(images, images, cufft.CUFFT_INVERSE)
+    return images
+
+
+def crop_rss(images: Any, apod: Any, m: int) -> Any:
+    """``apod * sqrt(sum_c |x_c|^2)`` of the centre ``[m, m]`` of ``[coils, G, G]`` images (float32)."""
+    import cupy
+    coils, g0, g1 = images.shape
+    out = cupy.empty((m, m), dtype=cupy.float32)
+    _module(COIL_CHUNK).get_function("crop_rss")(
+        (_blocks(m * m),), (THREADS,),
+        (images, apod, np.int32(coils), np.int32(g1), np.int32(g0 * g1), np.int32(m), np.int32(g0 // 2 - m // 2), out))
+    return out
