@@ -83,6 +83,7 @@ class ArmGridder:
         self.m = m
         self.backend = backend
         arms, ns = coord.shape[:2]
+        self.arms = arms
         self.samples = pre_discard + ns  # per arm, as received: the first pre_discard get weight 0
         self.grid = (math.ceil(OVERSAMPLING * m), math.ceil(OVERSAMPLING * m))
         scaled = coord.astype(np.float64) * (self.grid[0] / m) + self.grid[0] // 2

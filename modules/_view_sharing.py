@@ -33,6 +33,7 @@ class SlidingWindow:
         self._blocks: collections.deque[Any] = collections.deque(maxlen=max(self._blocks_per_frame, 1))
         self._current: collections.deque[tuple[int, Any]] = collections.deque(maxlen=self._block_arms)
         self.arms_seen = 0
+        self._coils = 0
         self._dtype = gridder.backend.xp.complex64
 
     def reset(self) -> None:
@@ -47,7 +48,16 @@ class SlidingWindow:
 
     def add(self, arm: int, data: Any) -> bool:
         """Keep one arm as received (``data`` ``[coils, pre_discard + Ns]``, complex64, host or device);
-        True when a frame is ready."""
+        True when a frame is ready.  An arm that does not fit the trajectory raises ValueError (on
+        the GPU it would be read out of bounds)."""
+        coils, samples = data.shape
+        if samples != self.gridder.samples or not 0 <= arm < self.gridder.arms:
+            raise ValueError(f"readout of {samples} samples for arm {arm}: the trajectory has "
+                             f"{self.gridder.arms} arms of {self.gridder.samples} samples")
+        if coils != self._coils:
+            if self.arms_seen:
+                raise ValueError(f"readout with {coils} coils after readouts with {self._coils}")
+            self._coils = coils
         self._current.append((arm, self.gridder.backend.to_device(data, self._dtype)))
         self.arms_seen += 1
         if self._blocks_per_frame and len(self._current) == self.window_shift:

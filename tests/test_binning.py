@@ -122,3 +122,35 @@ def test_generator_waveforms_bin_by_their_known_phases(tmp_path):
     assert np.array_equal(card, _binning.cardiac_bins(expected, 20))
     counts = np.bincount(card[card >= 0], minlength=20)
     assert len(set(counts)) == 1 and counts[0] > 0  # every cardiac bin gets per x beats arms
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_bins_are_padded_without_measurements_or_cropped_to_the_smallest(fill):
+    import ismrmrd
+    import spiral_xdgrasp_recon as xd
+    from _images import ConfigError
+    ns, pre, coils, interleaves = 6, 2, 2, 4
+    coord = np.arange(interleaves * ns * 2, dtype=np.float32).reshape(interleaves, ns, 2)
+    arms = []
+    for i in range(7):
+        acq = ismrmrd.Acquisition.from_array(np.full((coils, pre + ns), i + 1, np.complex64))
+        acq.idx.kspace_encode_step_1 = i
+        arms.append(acq)
+    resp = np.array([0, 0, 0, 1, 1, 0, 1])
+    card = np.array([0, 1, 0, 0, 1, 1, 0])  # bins (r, c): (0,0) arms 0 2, (0,1) 1 5, (1,0) 3 6, (1,1) 4
+    cfg = xd.XdGraspConfig(n_respiratory_bins=2, n_cardiac_bins=2, fill_small_bins=fill)
+    kspace, traj, pattern = xd.binned_arrays(arms, coord, pre, interleaves, resp, card, cfg)
+    n = 2 if fill else 1
+    assert kspace.shape == (1, ns, n, coils, 1, 1, 1, 1, 1, 1, 2, 2) and pattern.shape[2] == n
+    first_arm = {(0, 0): 0, (0, 1): 1, (1, 0): 3, (1, 1): 4}
+    for (r, c), arm in first_arm.items():
+        assert np.all(kspace[0, :, 0, :, 0, 0, 0, 0, 0, 0, r, c] == arm + 1)
+        np.testing.assert_array_equal(traj[:2, :, 0, 0, 0, 0, 0, 0, 0, 0, r, c], coord[arm % interleaves].T)
+    if fill:  # the single-arm bin (1, 1) is padded: no data, no trajectory, pattern 0
+        assert pattern[0, :, :, 0, 0, 0, 0, 0, 0, 0, 1, 1].tolist() == [[1, 0]] * ns
+        assert not kspace[..., 1, :, 0, 0, 0, 0, 0, 0, 1, 1].any()
+        assert pattern[..., 0, 0].all() and np.all(kspace[0, :, 1, :, 0, 0, 0, 0, 0, 0, 0, 0] == 3)
+    else:
+        assert pattern.all()
+        with pytest.raises(ConfigError, match="bin is empty"):
+            xd.binned_arrays(arms[:4], coord, pre, interleaves, resp[:4], card[:4], cfg)

@@ -103,3 +103,21 @@ def test_gpu_frames_equal_cpu_frames():
                        for i in range(30) if window.add(i % interleaves, data[i])]
     for cpu_frame, gpu_frame in zip(frames[-1], frames[0]):
         assert relative_error(gpu_frame, cpu_frame) < 1e-3
+
+
+@pytest.mark.parametrize("gpu", DEVICES)
+def test_arms_that_do_not_fit_the_trajectory_are_refused(gpu):
+    backend = _backend.select(gpu)
+    m, ns, interleaves, nc, pre = 32, 200, 5, 3, 4
+    window = SlidingWindow(ArmGridder(spiral_arms(interleaves, ns, m), m, backend, None, pre), 4, 2)
+    good = np.ones((nc, pre + ns), np.complex64)
+    assert window.add(0, good) is False
+    with pytest.raises(ValueError, match="readout of 203 samples for arm 1"):
+        window.add(1, good[:, 1:])
+    with pytest.raises(ValueError, match="arm 5: the trajectory has 5 arms of 204 samples"):
+        window.add(5, good)
+    with pytest.raises(ValueError, match="readout with 2 coils after readouts with 3"):
+        window.add(1, good[:2])
+    for arm in (1, 2):
+        window.add(arm, good)
+    assert window.add(3, good) and np.isfinite(backend.to_host(window.rss())).all()
