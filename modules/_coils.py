@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.signal.windows
 
 SMOOTHING = 32
 ITERATIONS = 5
@@ -33,12 +32,26 @@ def rss(coil_images: Any) -> Any:
     return xp.sqrt(power.sum(axis=0))
 
 
+def tukey(length: int, alpha: float) -> np.ndarray:
+    """Symmetric Tukey (tapered cosine) window, as ``scipy.signal.windows.tukey(length, alpha)``.
+
+    Written out because importing ``scipy.signal`` takes about 0.7 s (it imports
+    ``scipy.stats``), which a real-time session would pay before its first frame.
+    """
+    if length == 1:
+        return np.ones(1)
+    x = np.arange(length) / (length - 1)
+    rising = 0.5 * (1 + np.cos(np.pi * (2 * x / alpha - 1)))
+    falling = 0.5 * (1 + np.cos(np.pi * (2 * x / alpha - 2 / alpha + 1)))
+    return np.where(x < alpha / 2, rising, np.where(x > 1 - alpha / 2, falling, 1.0))
+
+
 def _lowpass_window(shape: tuple[int, ...], xp: Any) -> Any:
     """Separable k-space window: a Tukey window (alpha 0.8) of min(32, n) points, zero-padded to n per axis."""
     window = None
     for n in shape:
         length = min(SMOOTHING, n)
-        taper = scipy.signal.windows.tukey(length, alpha=0.8, sym=True)
+        taper = tukey(length, 0.8)
         before = (n - length) // 2
         axis = np.pad(taper, (before, n - length - before))
         window = axis if window is None else np.multiply.outer(window, axis)

@@ -19,7 +19,10 @@ Reference: Beatty, Nishimura, Pauly, IEEE TMI 24(6), 2005 (kernel and beta).
 """
 from __future__ import annotations
 
+import collections
+import hashlib
 import math
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +35,7 @@ from _coils import rss
 OVERSAMPLING = 1.25
 WIDTH = 4
 BETA = math.pi * (((WIDTH / OVERSAMPLING) * (OVERSAMPLING - 0.5)) ** 2 - 0.8) ** 0.5
+KEPT_GRIDDERS = 2  # trajectories whose gridding matrices stay in memory between sessions
 
 
 def kaiser_bessel(x: np.ndarray) -> np.ndarray:
@@ -169,3 +173,31 @@ class ArmGridder:
             from _gpu_gridding import crop_rss
             return crop_rss(self.backend.xp.ascontiguousarray(img), self._abs_apod, self.m)
         return rss(self._crop(img)) * self._abs_apod
+
+
+_kept: collections.OrderedDict[tuple, ArmGridder] = collections.OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def shared_gridder(coord: np.ndarray, m: int, backend: Backend, dcf: np.ndarray | None = None,
+                   pre_discard: int = 0) -> ArmGridder:
+    """An :class:`ArmGridder` for these arguments, reused from an earlier session when they are equal.
+
+    Building the matrices takes about a second for a 144-arm, 240² trajectory; a repeated scan
+    (same metafile, settings and device) gets the last ones back at once.  Gridders hold no
+    per-session state, so concurrent sessions may share one.  The last ``KEPT_GRIDDERS`` are kept.
+    """
+    digest = hashlib.sha1(np.ascontiguousarray(coord, dtype=np.float64).tobytes())
+    if dcf is not None:
+        digest.update(np.ascontiguousarray(dcf, dtype=np.float64).tobytes())
+    key = (digest.hexdigest(), coord.shape, m, backend.gpu, pre_discard, dcf is None)
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    gridder = ArmGridder(coord, m, backend, dcf, pre_discard)
+    with _kept_lock:
+        _kept[key] = gridder
+        while len(_kept) > KEPT_GRIDDERS:
+            _kept.popitem(last=False)
+    return gridder

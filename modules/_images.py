@@ -17,7 +17,6 @@ import logging
 from typing import Any, Callable, Optional
 
 import ismrmrd
-import matplotlib
 import numpy as np
 
 import constants
@@ -55,7 +54,7 @@ class ImageOptions:
     def __post_init__(self) -> None:
         if self.options not in OPTION_CHOICES:
             raise ConfigError(f"options '{self.options}' is not one of {', '.join(map(repr, OPTION_CHOICES))}")
-        if self.colormap not in matplotlib.colormaps:
+        if self.colormap != "jet" and self.colormap not in _matplotlib().colormaps:
             raise ConfigError(f"colormap '{self.colormap}' is not a matplotlib colour map")
 
     @classmethod
@@ -66,11 +65,17 @@ class ImageOptions:
                    colormap=mrdhelper.get_json_config_param(config, "colormap", "jet", "str"))
 
 
+def _matplotlib() -> Any:
+    """matplotlib, imported at first use: 0.2 s that sessions without colour maps never pay."""
+    import matplotlib
+    return matplotlib
+
+
 def to_rgb(gray: np.ndarray, max_value: int, colormap: str = "jet") -> np.ndarray:
     """RGB of a single-channel ``[1, z, y, x]`` array: ``[3, z, y, x]`` uint16 in 0-255."""
     if gray.shape[0] != 1:
         raise ConfigError(f"RGB output needs single-channel images, got {gray.shape[0]} channels")
-    colours = matplotlib.colormaps[colormap](np.clip(gray[0] / max_value, 0.0, 1.0))[..., :3]
+    colours = _matplotlib().colormaps[colormap](np.clip(gray[0] / max_value, 0.0, 1.0))[..., :3]
     return np.moveaxis(np.around(colours * 255), -1, 0).astype(np.uint16)
 
 

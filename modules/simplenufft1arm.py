@@ -27,7 +27,7 @@ import _spiral
 import _spiral_io
 import _toml
 from mrdsave import SessionRecorder
-from _gridding import ArmGridder
+from _gridding import shared_gridder
 from _view_sharing import SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class ViewSharingRecon:
         apf, shift = cfg.arms_per_frame, cfg.window_shift
         if cfg.ignore_arms_per_frame:
             apf = shift = meta.interleaves
-        self.window = SlidingWindow(ArmGridder(coord, self.m, backend, dcf, pre_discard), apf, shift)
+        self.window = SlidingWindow(shared_gridder(coord, self.m, backend, dcf, pre_discard), apf, shift)
         self.backend = backend
         self.maps = None
         log.info("View sharing on %s: matrix %d, %d arms per frame, a frame every %d arms, %s",

@@ -12,6 +12,7 @@ from conftest import compute_devices
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 import _backend  # noqa: E402
 import _coils  # noqa: E402
+import _gridding  # noqa: E402
 from _gridding import ArmGridder  # noqa: E402
 from _view_sharing import SlidingWindow  # noqa: E402
 
@@ -121,3 +122,20 @@ def test_arms_that_do_not_fit_the_trajectory_are_refused(gpu):
     for arm in (1, 2):
         window.add(arm, good)
     assert window.add(3, good) and np.isfinite(backend.to_host(window.rss())).all()
+
+
+def test_gridders_are_shared_between_sessions_with_the_same_trajectory():
+    backend = _backend.select(-1)
+    coord, dcf = spiral_arms(3, 50, 16), np.linspace(0.1, 1, 50)
+    first = _gridding.shared_gridder(coord, 16, backend, dcf, 2)
+    assert _gridding.shared_gridder(coord.copy(), 16, backend, dcf.copy(), 2) is first
+    others = [_gridding.shared_gridder(coord, 16, backend, dcf * 2, 2), _gridding.shared_gridder(coord, 16, backend)]
+    assert len({id(first), *map(id, others)}) == 3
+    assert _gridding.shared_gridder(coord, 16, backend, dcf, 2) is not first  # the oldest of 3 is dropped (2 kept)
+
+
+def test_tukey_window_equals_scipy():
+    import scipy.signal.windows
+    for length in (1, 2, 7, 32):
+        for alpha in (0.3, 0.8, 1.0):
+            np.testing.assert_allclose(_coils.tukey(length, alpha), scipy.signal.windows.tukey(length, alpha), atol=1e-12)
