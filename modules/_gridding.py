@@ -31,6 +31,7 @@ import scipy.special
 
 from _backend import Backend
 from _coils import rss
+from _gpu_gridding import GpuArmTables, crop_rss, inverse_fft2_inplace  # CuPy is imported only when used
 
 OVERSAMPLING = 1.25
 WIDTH = 4
@@ -97,19 +98,17 @@ class ArmGridder:
         self._signed = self.grid[0] % 2 == 0
         if self._signed:
             weights = weights * (1 - 2 * ((rows // self.grid[1] + rows % self.grid[1]) % 2))
+        arm, sample = np.divmod(cols, ns)
         if dcf is not None:  # density compensation folded into the matrix: sample s of every arm
-            weights = weights * np.asarray(dcf, dtype=np.float64)[cols % ns]
+            weights = weights * np.asarray(dcf, dtype=np.float64)[sample]
+        received = pre_discard + sample  # index in the arm as received
         grid_points = self.grid[0] * self.grid[1]
         if backend.gpu < 0:
-            matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (cols // ns * self.samples + pre_discard
-                                                                           + cols % ns, rows)),
-                                             shape=(arms * self.samples, grid_points))
-            matrix.sum_duplicates()
-            self.matrix = matrix
+            self.matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (arm * self.samples + received, rows)),
+                                                  shape=(arms * self.samples, grid_points))
+            self.matrix.sum_duplicates()
         else:
-            from _gpu_gridding import GpuArmTables
-            self.tables = GpuArmTables(cols // ns, rows, pre_discard + cols % ns, weights, arms, grid_points,
-                                       self.samples)
+            self.tables = GpuArmTables(arm, rows, received, weights, arms, grid_points, self.samples)
         self._apod = backend.xp.asarray(self._apodization(), dtype=backend.xp.float32)
         self._abs_apod = abs(self._apod)
 
@@ -145,7 +144,6 @@ class ArmGridder:
         fft = self.backend.fft
         k = grid_sum.reshape(grid_sum.shape[0], *self.grid)  # a view on the GPU, a copy of SciPy's output
         if self.backend.gpu >= 0 and self._signed:
-            from _gpu_gridding import inverse_fft2_inplace
             return inverse_fft2_inplace(k)
         if not self._signed:
             k = fft.ifftshift(k, axes=(1, 2))
@@ -170,7 +168,6 @@ class ArmGridder:
         """
         img = self._ifft(grid_sum)
         if self.backend.gpu >= 0:
-            from _gpu_gridding import crop_rss
             return crop_rss(self.backend.xp.ascontiguousarray(img), self._abs_apod, self.m)
         return rss(self._crop(img)) * self._abs_apod
 

@@ -13,6 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+LEGACY_MODULES = Path(__file__).resolve().parent / "legacy_modules"
+GENERATOR = REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py"
+
 
 def compute_devices() -> list[int]:
     """``gpu_device`` values to test: -1 (the CPU) always, and 0 where CuPy finds a GPU (the device
@@ -20,8 +23,6 @@ def compute_devices() -> list[int]:
     sys.path.insert(0, str(REPO / "modules"))
     import _backend
     return [-1, 0] if _backend.select(0).gpu == 0 else [-1]
-LEGACY_MODULES = Path(__file__).resolve().parent / "legacy_modules"
-GENERATOR = REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py"
 
 
 def free_port() -> int:
