@@ -15,6 +15,10 @@ sys.path.insert(0, str(REPO))
 
 LEGACY_MODULES = Path(__file__).resolve().parent / "legacy_modules"
 GENERATOR = REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py"
+# The GIRF files ship with the repository (GIRF/README.md); configs name the first by its relative path.
+GIRF_DIR = REPO / "GIRF"
+GIRF_FILE = GIRF_DIR / "GIRF_20200221_Duyn_method_coil2.mat"
+GIRF_REFERENCE_FILE = GIRF_DIR / "girf_matlab.mat"
 
 
 def compute_devices() -> list[int]:

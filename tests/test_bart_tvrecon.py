@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import sigpy
 
-from conftest import REPO, images_of, nrmse, run_client
+from conftest import GIRF_FILE, REPO, images_of, nrmse, run_client
 
 sys.path.insert(0, str(REPO / "modules"))
 import _spiral  # noqa: E402
@@ -52,7 +52,7 @@ def test_tv_frames_are_closer_to_the_truth_than_gridding_of_the_same_arms(server
 
 
 def test_girf_correction_lowers_the_tv_error_on_girf_distorted_data(server, tmp_path):
-    girf = REPO.parent / "shared" / "data" / "girf" / "GIRF_20200221_Duyn_method_coil2.mat"
+    girf = GIRF_FILE
     data = tmp_path / "spiral.h5"
     assert gen.main(["-o", str(data), "--metafile-dir", str(tmp_path / "meta"), "--fov-cm", "19.2", "--res-mm", "3",
                      "--interleaves", str(INTERLEAVES), "--coils", str(COILS), "--arms", "32", "--girf", str(girf),

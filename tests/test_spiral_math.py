@@ -1,5 +1,5 @@
 """Tests of modules/_spiral.py: metafile I/O, grid coordinates, Hoge DCF, rotations and the GIRF
-prediction against the MATLAB reference vector of ../shared/data/girf (spiral.md §2–§4)."""
+prediction against the MATLAB reference vector of GIRF/girf_matlab.mat (docs/spiral.md §2–§4)."""
 import sys
 from pathlib import Path
 
@@ -10,12 +10,8 @@ import scipy.io
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 import _spiral  # noqa: E402
+from conftest import GIRF_FILE, GIRF_REFERENCE_FILE  # noqa: E402
 
-GIRF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "girf"
-GIRF_FILE = GIRF_DIR / "GIRF_20200221_Duyn_method_coil2.mat"
-REFERENCE_FILE = GIRF_DIR / "girf_matlab.mat"
-needs_girf = pytest.mark.skipif(not (GIRF_FILE.is_file() and REFERENCE_FILE.is_file()),
-                                reason=f"GIRF reference files not in {GIRF_DIR}")
 HASH = "0123456789abcdef0123456789abcdef"
 
 
@@ -29,7 +25,7 @@ def relative_errors(result, reference):
 
 @pytest.fixture(scope="module")
 def reference():
-    ref = scipy.io.loadmat(str(REFERENCE_FILE))
+    ref = scipy.io.loadmat(str(GIRF_REFERENCE_FILE))
     return {"g_tot": ref["g_tot"], "R": ref["sR"]["R"][0, 0], "dt": float(ref["dt"][0, 0]),
             "tRR": float(ref["tRR"][0, 0]), "g_predicted": ref["g_predicted"],
             "k_predicted": ref["k_predicted"].astype(np.float64)}
@@ -60,14 +56,12 @@ def smooth_gradients(ns=600, arms=3):
 
 # --- GIRF prediction against girf_matlab.mat ----------------------------------------------------
 
-@needs_girf
 def test_girf_file_has_unit_dc_at_row_1900(girf):
     assert girf.shape == (3800, 3)
     np.testing.assert_allclose(girf[1900].real, [0.998, 0.9998, 0.999], atol=1e-3)
     np.testing.assert_allclose(girf[1900].imag, 0, atol=1e-7)
 
 
-@needs_girf
 def test_predicted_gradients_match_matlab_reference(reference, girf):
     pred = _spiral.predict_gradients(reference["g_tot"], girf, reference["R"], reference["dt"],
                                      reference["tRR"])
@@ -76,7 +70,6 @@ def test_predicted_gradients_match_matlab_reference(reference, girf):
     assert whole <= 1e-5 and per_arm <= 1e-5, (whole, per_arm)
 
 
-@needs_girf
 def test_predicted_kspace_matches_matlab_reference(reference, girf):
     pred = _spiral.predict_gradients(reference["g_tot"], girf, reference["R"], reference["dt"],
                                      reference["tRR"])
@@ -85,7 +78,6 @@ def test_predicted_kspace_matches_matlab_reference(reference, girf):
     assert whole <= 1e-5 and per_arm <= 1e-5, (whole, per_arm)
 
 
-@needs_girf
 def test_reference_kspace_needs_the_precise_gyromagnetic_ratio(reference):
     """k_predicted was made with γ̄ = 42.577478… MHz/T; the rounded 42.58 MHz/T would fail 1e-5."""
     cumulative = np.cumsum(reference["g_predicted"], axis=0) * reference["dt"] * 1e-4
@@ -93,7 +85,6 @@ def test_reference_kspace_needs_the_precise_gyromagnetic_ratio(reference):
     assert relative_errors(cumulative * 42.58e6, reference["k_predicted"])[0] > 1e-5
 
 
-@needs_girf
 def test_girf_dc_one_bin_off_fails_the_reference(reference, girf):
     args = (reference["g_tot"], reference["R"], reference["dt"], reference["tRR"])
     g_ref = reference["g_predicted"]
@@ -103,7 +94,6 @@ def test_girf_dc_one_bin_off_fails_the_reference(reference, girf):
     assert shifted[1] > 1e-5  # the per-arm criterion rejects the fork's off-by-one placement
 
 
-@needs_girf
 def test_predicted_gradients_batch_equals_single_arms(reference, girf):
     g = reference["g_tot"][:, :4]
     batch = _spiral.predict_gradients(g, girf, reference["R"], reference["dt"], reference["tRR"])
@@ -132,7 +122,6 @@ def test_adc_shift_advances_gradients_by_whole_samples():
     np.testing.assert_allclose(pred[..., 2], 0, atol=1e-9)
 
 
-@needs_girf
 def test_girf_coordinates_reach_half_matrix_and_move_samples(girf):
     dt = 2e-6
     kx, ky = archimedean_spiral(ns=750, turns=4, arms=8)
@@ -145,7 +134,6 @@ def test_girf_coordinates_reach_half_matrix_and_move_samples(girf):
     assert 0.05 < shift.max() < 5  # a visible correction of a fraction of a pixel to a few pixels
 
 
-@needs_girf
 def test_coarse_dwell_uses_the_tapered_central_girf(girf):
     """dt = 20 µs (L = 1900 < 3800 rows): central GIRF rows with zero, tapered edges; a smooth
     waveform is predicted as on the 10 µs raster (τ = 0 on both)."""
