@@ -3,6 +3,8 @@
 References come from pydicom reading the source files (pixels, geometry, UIDs), from the ISMRMRD
 schema parser and from arithmetic on the source pixels, never from the converters themselves.
 """
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -16,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 import mrdfile
-from conftest import run_client
+from conftest import REPO, run_client
 from tools import dicom2mrd, mrd2dicom
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -306,3 +308,103 @@ def test_invertcontrast_over_the_server_inverts_the_series_and_keeps_geometry(se
         assert_valid_mr_image(out, ref)
         assert out.SeriesDescription == f"{ref.SeriesDescription}_FIRE"
         assert (float(out.WindowCenter), float(out.WindowWidth)) == (2048.0, 4096.0)
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """One of the DICOM tools as a subprocess; asserts exit status 0."""
+    result = subprocess.run([sys.executable, str(REPO / "tools" / name), *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def variant(offset: int, sop_uid: str, instance: int | None, series_uid: str | None = None) -> Dataset:
+    """MR_small with its pixels raised by ``offset`` (so each file is recognisable), a SOPInstanceUID and an
+    InstanceNumber (None: removed)."""
+    ds = mr_small()
+    ds.PixelData = (ds.pixel_array + offset).astype(np.int16).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    if instance is None:
+        del ds.InstanceNumber
+    else:
+        ds.InstanceNumber = instance
+    if series_uid is not None:
+        ds.SeriesInstanceUID = series_uid
+    return ds
+
+
+def assert_each_input_once(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> None:
+    """Every input pixel array is found in exactly one output, and there is one output per input."""
+    assert len(outputs) == len(inputs)
+    for pixels in inputs:
+        assert sum(np.array_equal(pixels, out) for out in outputs) == 1
+
+
+def test_repeated_instance_numbers_in_one_series_keep_every_file_as_its_own_image(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.{}"
+    # Same series in two subfolders (InstanceNumber 1 twice, the later path with the lower UID), one file without
+    # InstanceNumber (sorted last) and one with InstanceNumber 0 (first).
+    files = {"a/x.dcm": variant(0, uid.format(9), 1), "b/x.dcm": variant(10, uid.format(2), 1),
+             "a/nonumber.dcm": variant(20, uid.format(1), None), "b/zero.dcm": variant(30, uid.format(5), 0)}
+    for name, ds in files.items():
+        save(ds, tmp_path / "in" / Path(name).parent, Path(name).name)
+    h5 = tmp_path / "dup.h5"
+    result = run_tool("dicom2mrd.py", str(tmp_path / "in"), "-o", str(h5))
+    assert "image numbers repeat" in result.stderr
+    _, (series,) = read_series(h5)
+    assert list(series.heads["image_index"]) == [1, 2, 3, 4]
+    expected = [files[n].pixel_array for n in ("b/zero.dcm", "b/x.dcm", "a/x.dcm", "a/nonumber.dcm")]
+    for image, pixels in zip(series.data, expected):  # InstanceNumber, then SOPInstanceUID, none last
+        np.testing.assert_array_equal(image[0, 0], pixels)
+    run_tool("dicom2mrd.py", str(tmp_path / "in"), "-o", str(tmp_path / "again.h5"))
+    _, (again,) = read_series(tmp_path / "again.h5")
+    np.testing.assert_array_equal(again.data, series.data)
+
+    run_tool("mrd2dicom.py", str(h5), "-o", str(tmp_path / "out"))
+    paths = sorted((tmp_path / "out" / "image_0").iterdir())
+    assert [p.name for p in paths] == ["00_001.dcm", "00_002.dcm", "00_003.dcm", "00_004.dcm"]
+    outs = [pydicom.dcmread(p) for p in paths]
+    assert [int(o.InstanceNumber) for o in outs] == [1, 2, 3, 4]
+    assert len({o.SOPInstanceUID for o in outs}) == 4
+    assert_each_input_once([o.pixel_array for o in outs], [ds.pixel_array for ds in files.values()])
+
+
+def test_two_series_with_the_same_instance_numbers_in_one_folder_stay_apart(tmp_path):
+    folder = tmp_path / "in"
+    inputs = []
+    for k, series_uid in enumerate(("1.2.826.0.1.3680043.8.498.100", "1.2.826.0.1.3680043.8.498.200")):
+        for instance in (1, 2, 3):
+            ds = variant(100 * k + instance, f"{series_uid}.{instance}", instance, series_uid)
+            ds.SeriesNumber = 5 + k
+            save(ds, folder, f"s{k}_{instance}.dcm")
+            inputs.append(ds.pixel_array)
+    h5 = tmp_path / "two.h5"
+    result = run_tool("dicom2mrd.py", str(folder), "-o", str(h5))
+    assert "repeat" not in result.stderr
+    _, series = read_series(h5)
+    assert [list(s.heads["image_index"]) for s in series] == [[1, 2, 3], [1, 2, 3]]
+    assert_each_input_once([image[0, 0] for s in series for image in s.data], inputs)
+    np.testing.assert_array_equal(series[1].data[0, 0, 0], inputs[3])  # SeriesNumber 6 second
+    outs = to_dicom(h5, tmp_path / "out")
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 6
+    assert_each_input_once([o.pixel_array for o in outs], inputs)
+
+
+def test_mrd2dicom_numbers_images_1_to_n_when_image_index_repeats(tmp_path):
+    pixels = [np.full((1, 1, 4, 6), 7 * k, dtype=np.int16) for k in range(3)]
+    heads = np.zeros(3, dtype=mrdfile.IMAGE_HEADER_DTYPE)
+    heads["version"], heads["data_type"], heads["channels"] = 1, ismrmrd.DATATYPE_SHORT, 1
+    heads["matrix_size"], heads["field_of_view"] = (6, 4, 1), (60, 40, 5)
+    heads["read_dir"], heads["phase_dir"], heads["slice_dir"] = (1, 0, 0), (0, 1, 0), (0, 0, 1)
+    heads["image_index"] = 0  # e.g. a reconstruction that leaves image_index unset
+    h5 = tmp_path / "same_index.h5"
+    with h5py.File(h5, "w") as f:
+        mrdfile.append_images(f.create_group("g"), heads, [""] * 3, pixels)
+    result = run_tool("mrd2dicom.py", str(h5), "-o", str(tmp_path / "out"))
+    assert "wrote 3 file(s)" in result.stderr
+    paths = sorted((tmp_path / "out" / "image_0").iterdir())
+    assert [p.name for p in paths] == ["00_001.dcm", "00_002.dcm", "00_003.dcm"]
+    for k, path in enumerate(paths):
+        out = pydicom.dcmread(path)
+        assert int(out.InstanceNumber) == k + 1
+        np.testing.assert_array_equal(out.pixel_array, pixels[k][0, 0])

@@ -1,6 +1,8 @@
 """Tests of tools/mrd2gif.py on real MRD HDF5 files: frames, mosaics, windowing, names, errors."""
 import importlib.util
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -11,6 +13,7 @@ from PIL import Image
 
 import mrdfile
 import mrdhelper
+from conftest import REPO, generate_phantom
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "mrd2gif.py"
 _spec = importlib.util.spec_from_file_location("mrd2gif", TOOL)
@@ -190,3 +193,29 @@ def test_visible_rois_are_drawn_in_their_colour(tmp_path):
     png = np.asarray(Image.open(tmp_path / "roi_g_image_0.png").convert("RGB"))
     assert tuple(png[5, 15]) == (0, 255, 0) and tuple(png[12, 30]) == (0, 255, 0)
     assert tuple(png[12, 15]) == (0, 0, 0) and tuple(png[29, 20]) == (0, 0, 0)
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOOL), *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_raw_data_file_exits_1_with_one_line_saying_to_reconstruct_it_first(tmp_path):
+    raw = generate_phantom(tmp_path / "raw.h5", "-m", "32", "-c", "2")
+    result = run_tool(str(raw))
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "Traceback" not in line and "ERROR" in line
+    assert "dataset" in line and "raw.h5" in line and "no images" in line and "raw data" in line
+    assert "reconstruct it first" in line and "client.py" in line
+    assert [p.name for p in tmp_path.iterdir()] == ["raw.h5"]
+
+
+def test_empty_group_exits_1_with_one_line(tmp_path):
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("nothing")
+    result = run_tool(str(path), "-s", "image_0")
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert "group nothing of" in line and "holds no images" in line and "empty" in line
+    assert "Traceback" not in result.stderr

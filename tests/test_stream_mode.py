@@ -4,6 +4,7 @@ Real subprocesses joined by real pipes (and a socat TCP relay); results are comp
 value by value with the TCP path (client.py against the ``server`` fixture).
 """
 import io
+import os
 import shutil
 import struct
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import h5py
 import ismrmrd
+import ismrmrd.hdf5
 import ismrmrd.xsd
 import numpy as np
 import pytest
@@ -360,3 +362,150 @@ def test_stream_to_mrdhdf5_exits_1_on_protocol_error_after_storing_what_came(tmp
             assert mrdfile.read_xml(group) == "<ismrmrdHeader/>"
             stored = group["image_0/data"][:, 0, 0, 0, 0].tolist()
             assert stored == ([1.0] if case == "truncated" else [1.0, 2.0])
+
+
+# Input that is not MRD data, output that cannot be written ----------------------------------------------
+
+def _records(dtype, n=2):
+    """``n`` records of a compound type whose variable-length fields hold empty float32 arrays."""
+    records = np.zeros(n, dtype=dtype)
+    for name in dtype.names:
+        if h5py.check_vlen_dtype(dtype[name]) is not None:
+            for i in range(n):
+                records[i][name] = np.zeros(0, np.float32)
+    return records
+
+
+def _image_series(group, heads=None, attributes=None):
+    """A two-image series ``image_0`` of 4x5 float32 images; ``heads``/``attributes`` replace the right ones."""
+    sub = group.create_group("image_0")
+    sub["data"] = np.zeros((2, 1, 1, 4, 5), np.float32)
+    if heads is None:
+        heads = np.zeros(2, dtype=ismrmrd.hdf5.image_header_dtype)
+        heads["channels"], heads["matrix_size"] = 1, (5, 4, 1)
+    sub["header"] = heads
+    sub["attributes"] = np.array(["", ""], dtype=h5py.string_dtype()) if attributes is None else attributes
+
+
+def _bad_input(path, case):
+    with h5py.File(path, "w") as f:
+        group = f.create_group("dataset")
+        mrdfile.write_xml(group, "<ismrmrdHeader/>")
+        if case == "plain_array":
+            group["data"] = np.arange(10)
+        elif case == "other_fields":
+            group["data"] = np.zeros(3, dtype=[("x", "f4"), ("y", "i4")])
+        elif case == "short_head":
+            group["data"] = _records(np.dtype([("head", [("version", "<u2")]), ("traj", h5py.vlen_dtype("f4")),
+                                               ("data", h5py.vlen_dtype("f4"))]))
+        elif case == "data_not_vlen":
+            group["data"] = np.zeros(2, dtype=[("head", ismrmrd.hdf5.acquisition_header_dtype), ("traj", "f4"),
+                                               ("data", "f4")])
+        elif case == "data_is_a_group":
+            group.create_group("data")
+        elif case == "image_without_header":
+            group.create_group("image_0")["data"] = np.zeros((2, 1, 1, 4, 5), np.float32)
+        elif case == "image_header_not_matching":
+            _image_series(group, heads=np.zeros(2, dtype=ismrmrd.hdf5.image_header_dtype))
+        elif case == "image_header_other_fields":
+            _image_series(group, heads=np.zeros(2, dtype=[("channels", "<u2"), ("matrix_size", "<u2", (3,))]))
+        elif case == "image_attributes_not_text":
+            _image_series(group, attributes=np.zeros(2, np.int32))
+        elif case == "image_lengths_differ":
+            _image_series(group, attributes=np.array([""], dtype=h5py.string_dtype()))
+        elif case == "waveforms":
+            group["data"] = _records(ismrmrd.hdf5.acquisition_dtype)
+            group["waveforms"] = np.arange(4)
+    return path
+
+
+@pytest.mark.parametrize("case, where, why", [
+    ("plain_array", "/dataset/data", "a compound dataset with fields head/traj/data expected, found type int64"),
+    ("other_fields", "/dataset/data", "found fields x/y"),
+    ("short_head", "/dataset/data", "its head has no field flags"),
+    ("data_not_vlen", "/dataset/data", "field traj is type float32, not a variable-length array"),
+    ("data_is_a_group", "/dataset/data", "is a group"),
+    ("image_without_header", "/dataset/image_0", "no header/attributes dataset"),
+    ("image_header_not_matching", "/dataset/image_0", "header 0 gives channels/z/y/x (0, 0, 0, 0)"),
+    ("image_header_other_fields", "/dataset/image_0/header", "no field version"),
+    ("image_attributes_not_text", "/dataset/image_0/attributes", "is not 1-D text"),
+    ("image_lengths_differ", "/dataset/image_0", "differ in length"),
+    ("waveforms", "/dataset/waveforms", "is not MRD waveform data"),
+])
+def test_mrdhdf5_to_stream_refuses_non_mrd_data_before_writing_anything(tmp_path, case, where, why):
+    path = _bad_input(tmp_path / f"{case}.h5", case)
+    result = subprocess.run(TO_STREAM + [str(path), "--waveforms"], cwd=REPO, capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 2 and result.stdout == b""
+    (line,) = result.stderr.decode().splitlines()
+    assert "ERROR" in line and "Traceback" not in line
+    assert str(path) in line and where in line and why in line
+    out = tmp_path / "stream.bin"
+    result = subprocess.run(TO_STREAM + [str(path), "--waveforms", "-o", str(out)], cwd=REPO, capture_output=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 2 and not out.exists()
+
+
+def test_mrdhdf5_to_stream_with_an_unwritable_output_exits_2(phantom, tmp_path):
+    out = tmp_path / "missing" / "s.bin"
+    result = subprocess.run(TO_STREAM + [str(phantom), "-o", str(out)], cwd=REPO, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"Cannot write {out}" in line and "Traceback" not in result.stderr
+
+
+def _stream_of_one_image():
+    stream = io.BytesIO()
+    writer = MessageWriter.for_stream(stream, text_nul=False)
+    writer.send_header("<ismrmrdHeader/>")
+    writer.send_image(_image(1.0))
+    writer.send_close()
+    return stream.getvalue()
+
+
+def _store(outfile, *args, stdin=b""):
+    return subprocess.run(FROM_STREAM + [str(outfile), *args], input=stdin, cwd=REPO, capture_output=True,
+                          timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("case", ["missing_root_folder", "file_as_folder", "folder_as_file"])
+def test_stream_to_mrdhdf5_checks_the_output_path_before_reading_the_stream(tmp_path, case):
+    (tmp_path / "plain").write_text("not a folder")
+    outfile = {"missing_root_folder": tmp_path / "no" / "such" / "out.h5",
+               "file_as_folder": tmp_path / "plain" / "out.h5", "folder_as_file": tmp_path}[case]
+    # stdin is a pipe that stays open: a tool that read it first would wait for ever
+    proc = subprocess.Popen(FROM_STREAM + [str(outfile)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        assert proc.wait(TIMEOUT) == 2
+        (line,) = proc.stderr.read().decode().splitlines()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.stderr.close()
+    assert f"Cannot write {outfile}" in line and "Traceback" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_stream_to_mrdhdf5_refuses_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = _store(folder / "out.h5", stdin=_stream_of_one_image())
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 2 and "is not writable" in result.stderr.decode()
+    assert not (folder / "out.h5").exists()
+
+
+def test_stream_to_mrdhdf5_refuses_a_group_name_held_by_a_dataset(tmp_path):
+    outfile = tmp_path / "out.h5"
+    with h5py.File(outfile, "w") as f:
+        f["dataset"] = np.arange(3)
+    result = _store(outfile, stdin=_stream_of_one_image())
+    assert result.returncode == 2
+    (line,) = result.stderr.decode().splitlines()
+    assert "/dataset is not a group" in line and "Traceback" not in line
+    with h5py.File(outfile, "r") as f:
+        assert list(f["dataset"][...]) == [0, 1, 2]

@@ -6,6 +6,8 @@ ImageOrientationPatient is ``read_dir + phase_dir`` (row direction: increasing c
 then column direction: increasing row index) and PixelSpacing is ``[row spacing, column
 spacing]``, i.e. ``[spacing along phase_dir, spacing along read_dir]``.
 Time: MRD time stamps count 2.5 ms ticks (protocol.md §5.6).
+Numbers: the images of one series get distinct numbers (``image_index``, InstanceNumber), their own
+when these are distinct, else 1..N in series order (:func:`unique_numbers`).
 ``DicomJson`` attribute: base64 of the UTF-8 DICOM JSON (PS3.18 F) of the source header, without
 pixel data, multi-frame functional groups, trailing padding and binary values over 1 KiB.
 """
@@ -41,6 +43,16 @@ def corner_to_centre(read_dir: Sequence[float], phase_dir: Sequence[float], rows
     read = np.asarray(read_dir, dtype=np.float64)
     phase = np.asarray(phase_dir, dtype=np.float64)
     return read * (cols - 1) / 2 * float(pixel_spacing[1]) + phase * (rows - 1) / 2 * float(pixel_spacing[0])
+
+
+def unique_numbers(numbers: Sequence[int]) -> np.ndarray:
+    """``numbers`` when no two are equal, else ``1, 2, ... N`` in their order.
+
+    The image numbers of one series (MRD ``image_index``, DICOM InstanceNumber) name the files of
+    mrd2dicom and order the images of viewers, so a repeated number would overwrite or mix images.
+    """
+    values = np.asarray(numbers, dtype=np.int64)
+    return values if len(np.unique(values)) == len(values) else np.arange(1, len(values) + 1)
 
 
 def seconds_to_ticks(seconds: float) -> int:

@@ -3,12 +3,16 @@
 Reads every ``*.dcm``/``*.ima`` file below FOLDER (any case) and every extension-less file that is
 DICOM with pixel data (e.g. a DICOMDIR tree); groups them into series by SeriesInstanceUID (else
 SeriesNumber) and matrix size, ordered by SeriesNumber (``image_series_index`` 0, 1, ...), images by
-InstanceNumber.  Each frame (enhanced multi-frame included) becomes one MRD image ``[cha, 1, y, x]``
-of the stored values (uint16/int16 kept, else float32; no rescale applied), with MRD geometry
-(position = image centre, FOV = (col spacing * Columns, row spacing * Rows, SliceThickness); see
-tools/_dicom_mrd.py), 2.5 ms time stamps and attributes ImageType, ImageComments,
-SequenceDescription, window, rescale, ImageRowDir/ImageColumnDir and DicomJson (base64 DICOM JSON
-without bulk data).  One ISMRMRD XML header, from the first dataset, goes to ``/<group>/xml``.
+InstanceNumber, then SOPInstanceUID, then file path (files without InstanceNumber last); every file
+becomes an image, duplicates included.  ``image_index`` is ``(InstanceNumber - 1) * frames + frame + 1``
+(the InstanceNumber of a single-frame file), or 1..N in image order when these numbers repeat within a
+series (e.g. the same series copied twice, or no InstanceNumbers).  Each frame (enhanced
+multi-frame included) becomes one MRD image ``[cha, 1, y, x]`` of the stored values (uint16/int16
+kept, else float32; no rescale applied), with MRD geometry (position = image centre, FOV = (col
+spacing * Columns, row spacing * Rows, SliceThickness); see tools/_dicom_mrd.py), 2.5 ms time
+stamps and attributes ImageType, ImageComments, SequenceDescription, window, rescale,
+ImageRowDir/ImageColumnDir and DicomJson (base64 DICOM JSON without bulk data).  One ISMRMRD XML
+header, from the first dataset, goes to ``/<group>/xml``.
 
 Usage: ``python tools/dicom2mrd.py FOLDER [-o out.h5 (default <folder name>.h5)] [-g dataset]``;
 the output file is overwritten.  Exit status 0, or 2 for a missing folder or one without images.
@@ -36,7 +40,7 @@ from pydicom.valuerep import DA, DT, TM  # noqa: E402
 import mrdfile  # noqa: E402
 from constants import IMAGE_DTYPES  # noqa: E402
 from tools._dicom_mrd import (IMTYPE_RGB, PIXEL_KEYWORDS, corner_to_centre, encode_dicom_json,  # noqa: E402
-                              seconds_to_ticks)
+                              seconds_to_ticks, unique_numbers)
 
 log = logging.getLogger("dicom2mrd")
 
@@ -97,16 +101,23 @@ def find_datasets(folder: Path) -> list[Dataset]:
     return datasets
 
 
+def instance_order(ds: Dataset) -> tuple[bool, float, str, str]:
+    """Sort key of the images of a series: InstanceNumber (none last), SOPInstanceUID, file path."""
+    number = as_float(ds.get("InstanceNumber"))
+    return number is None, number or 0.0, str(ds.get("SOPInstanceUID") or ""), str(ds.filename or "")
+
+
 def group_series(datasets: Iterable[Dataset]) -> list[list[Dataset]]:
-    """Datasets grouped by series (and matrix size), ordered by SeriesNumber, then InstanceNumber."""
+    """Datasets grouped by series (and matrix size), ordered by SeriesNumber (then series UID and matrix),
+    images by :func:`instance_order`."""
     series: dict[tuple, list[Dataset]] = {}
     for ds in datasets:
         uid = str(ds.get("SeriesInstanceUID") or f"number {ds.get('SeriesNumber')}")
-        key = (uid, ds.Rows, ds.Columns, ds.get("SamplesPerPixel", 1), ds.pixel_array.dtype.str)
+        key = (uid, int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1)), ds.pixel_array.dtype.str)
         series.setdefault(key, []).append(ds)
     for members in series.values():
-        members.sort(key=lambda d: as_float(d.get("InstanceNumber")) or 0)
-    return sorted(series.values(), key=lambda s: as_float(s[0].get("SeriesNumber")) or 0)
+        members.sort(key=instance_order)
+    return [series[key] for key in sorted(series, key=lambda k: (as_float(series[k][0].get("SeriesNumber")) or 0, k))]
 
 
 def seconds_of_day(ds: Dataset, frame: int) -> float | None:
@@ -199,6 +210,10 @@ def series_images(members: list[Dataset], series_index: int) -> tuple[np.ndarray
         for name, value in fields.items():
             heads[name][i] = value
     heads["image_series_index"] = series_index
+    numbers = unique_numbers(heads["image_index"])
+    if not np.array_equal(numbers, heads["image_index"]):
+        log.info("series %d: image numbers repeat; images numbered 1..%d in order instead", series_index, len(heads))
+        heads["image_index"] = numbers
     heads["slice"] = rank(np.einsum("ij,ij->i", heads["position"], heads["slice_dir"]))
     heads["phase"] = rank(heads["physiology_time_stamp"][:, 0])
     return heads, attributes, pixels

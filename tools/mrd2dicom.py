@@ -13,7 +13,9 @@ SOPInstanceUID and each series a new SeriesInstanceUID; the StudyInstanceUID and
 FrameOfReferenceUID are kept from the source (else generated once per run).
 
 Usage: ``python tools/mrd2dicom.py in.h5 [-g GROUP (default: last)] [-o FOLDER (default: input path
-without .h5)]``; files are named ``<SeriesNumber:02d>_<InstanceNumber:03d>[_<frame:03d>].dcm``.
+without .h5)]``; files are named ``<SeriesNumber:02d>_<InstanceNumber:03d>[_<frame:03d>].dcm``, the
+InstanceNumber being the ``image_index``, or 1..N in file order when these repeat within a series (so
+that no file overwrites another).
 Exit status 0, or 2 for a missing file or group, or a group without images.
 """
 from __future__ import annotations
@@ -36,7 +38,8 @@ from pydicom.valuerep import DSfloat  # noqa: E402
 
 import mrdfile  # noqa: E402
 from tools._dicom_mrd import (IMAGE_TYPE_LETTERS, IMTYPE_RGB, MR_IMAGE_STORAGE, MULTIFRAME_KEYWORDS,  # noqa: E402
-                              PIXEL_KEYWORDS, corner_to_centre, decode_dicom_json, ticks_to_seconds)
+                              PIXEL_KEYWORDS, corner_to_centre, decode_dicom_json, ticks_to_seconds,
+                              unique_numbers)
 
 log = logging.getLogger("mrd2dicom")
 
@@ -142,15 +145,16 @@ def stored_pixels(frame: np.ndarray, rgb: bool) -> tuple[np.ndarray, float]:
 
 
 def frame_dataset(base: Dataset, head: np.void, meta: ismrmrd.Meta, pixels: np.ndarray, position: np.ndarray,
-                  thickness: float) -> Dataset:
-    """One MR Image Storage dataset for a 2-D frame (``pixels`` ``[y, x]`` or ``[3, y, x]`` RGB)."""
+                  thickness: float, instance: int) -> Dataset:
+    """One MR Image Storage dataset for a 2-D frame (``pixels`` ``[y, x]`` or ``[3, y, x]`` RGB) with
+    InstanceNumber ``instance``."""
     ds = copy.deepcopy(base)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = MR_IMAGE_STORAGE
     ds.SOPInstanceUID = generate_uid()
     ds.Modality = "MR"
     ds.SeriesNumber = int(head["image_series_index"])
-    ds.InstanceNumber = int(head["image_index"])
+    ds.InstanceNumber = instance
     image_type = int(head["image_type"])
     ds.ImageType = meta_list(meta, "ImageType") or ["ORIGINAL", "PRIMARY", IMAGE_TYPE_LETTERS.get(image_type, "M")]
 
@@ -222,13 +226,17 @@ def write_series(series: mrdfile.ImageSeries, template: Dataset, folder: Path) -
     """Write every frame of one MRD series into ``folder``; returns the number of files."""
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid()
+    instances = unique_numbers(series.heads["image_index"])
+    if not np.array_equal(instances, series.heads["image_index"]):
+        log.info("%s: image_index values repeat; InstanceNumbers 1..%d in file order instead", series.name,
+                 len(instances))
     written = 0
-    for head, attributes, data in zip(series.heads, series.attributes, series.data):
+    for head, attributes, data, instance in zip(series.heads, series.attributes, series.data, instances):
         meta = ismrmrd.Meta.deserialize(attributes) if attributes.strip() else ismrmrd.Meta()
         base = base_dataset(template, meta)
         frames = image_frames(head, data)
         for number, (pixels, position, thickness) in enumerate(frames):
-            ds = frame_dataset(base, head, meta, pixels, position, thickness)
+            ds = frame_dataset(base, head, meta, pixels, position, thickness, int(instance))
             ds.SeriesInstanceUID = series_uid
             suffix = f"_{number:03d}" if len(frames) > 1 else ""
             ds.save_as(folder / f"{ds.SeriesNumber:02d}_{ds.InstanceNumber:03d}{suffix}.dcm", enforce_file_format=True)

@@ -11,7 +11,8 @@ side by side.  Visible ``ROI_*``/``GT_ROI_*`` polygons are drawn in their colour
 mosaic whose grid is close to square.
 
 Usage: ``python tools/mrd2gif.py in.h5 [-g GROUP] [-s SERIES] [--fps 25] [--filetype gif|png]
-[-r RESCALE] [-o OUTDIR] [-q]``; exit status 0, or 2 for a missing file, group or series.
+[-r RESCALE] [-o OUTDIR] [-q]``; exit status 0, 1 when the group holds no images (e.g. raw data only, to
+be reconstructed first), or 2 for a missing file, group or series.
 """
 from __future__ import annotations
 
@@ -135,6 +136,17 @@ def write_series(frames: list[np.ndarray], path: Path, filetype: str, fps: float
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
+def no_images_reason(group: h5py.Group, filename: Path) -> str:
+    """One line saying that a group has no image series, and what it holds instead."""
+    where = f"group {group.name.lstrip('/')} of {filename} holds no images (no image_* series)"
+    data = group.get("data")
+    if isinstance(data, h5py.Dataset):
+        return (f"{where}: it holds raw data ({data.size} acquisition(s) in {group.name}/data); "
+                "reconstruct it first, e.g. with client.py")
+    contents = ", ".join(group.keys())
+    return f"{where}, only: {contents}" if contents else f"{where}: it is empty"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("filename", type=Path, help="MRD HDF5 input file")
@@ -167,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s", exc)
             return 2
         names = mrdfile.image_series_names(h5[group])
+        if not names:
+            log.error("%s", no_images_reason(h5[group], args.filename))
+            return 1
         if args.series is not None and args.series not in names:
             log.error("group %s has no series %s (series: %s)", group, args.series, ", ".join(names) or "none")
             return 2

@@ -7,9 +7,11 @@ The stream is HEADER (the group's ``xml``, without NUL), then the acquisitions
 (with ``--waveforms`` interleaved with the waveforms by time stamp, a waveform
 first when the stamps are equal) or, when the group holds no raw data, the
 images of every ``image_*`` series, then one CLOSE.  The file is read in bulk
-(acquisitions in blocks) and read-only; logs go to stderr only, stdout carries
-nothing but the stream.  Exit status: 0 on success, 1 when the reader went away
-before the end, 2 for bad input.
+(acquisitions in blocks) and read-only; its layout is checked first
+(tools/_mrd_input.py), so a file that is not MRD data is refused before a byte
+is written.  Logs go to stderr only, stdout carries nothing but the stream.
+Exit status: 0 on success, 1 when the reader went away before the end, 2 for bad
+input or an output file that cannot be written.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import h5py  # noqa: E402
 
 import mrdfile  # noqa: E402
-from client import read_input  # noqa: E402
+from client import pick_group, read_input  # noqa: E402
 from connection import MessageWriter  # noqa: E402
+from tools._mrd_input import check_input_group  # noqa: E402
 
 log = logging.getLogger("mrdhdf5_to_stream")
 
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with h5:
         try:
+            check_input_group(h5[pick_group(h5, args.group)], args.waveforms)
             data = read_input(h5, args.group, args.waveforms)
         except (OSError, ValueError) as exc:
             log.error("Cannot read %s: %s", args.infile, exc)
@@ -67,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("/%s has no xml header; sending a dummy header", data.group)
         images = data.images if data.acquisitions is None else []
         total = data.count - sum(len(s.heads) for s in data.images) + sum(len(s.heads) for s in images)
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer
+        try:
+            out = open(args.output, "wb") if args.output else sys.stdout.buffer
+        except OSError as exc:
+            log.error("Cannot write %s: %s", args.output, exc)
+            return 2
         writer = MessageWriter.for_stream(out, text_nul=False)
         sent = 0
         try:

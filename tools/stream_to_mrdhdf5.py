@@ -11,13 +11,17 @@ acquisitions to ``/<group>/data`` and waveforms to ``/<group>/waveforms``
 (the layout of ``ismrmrd.Dataset``), appended in batches; an existing file is
 appended to.  Exit status: 0 after CLOSE; 1 on a protocol error (no header,
 unexpected message, truncated message, end of stream without CLOSE), after
-storing everything that arrived before it; 2 when the output cannot be written.
+storing everything that arrived before it; 2 when the output cannot be written
+(a missing or read-only folder, a folder or read-only file at the path, a file that
+is not HDF5, or a dataset where the group should be: all checked before the stream
+is read) or does not fit what the file already holds.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -90,6 +94,18 @@ def copy_stream(reader: MessageReader, group: h5py.Group, stored: Stored, flush_
         batch.write_to(group)
 
 
+def unwritable_reason(path: Path) -> str | None:
+    """Why an HDF5 file cannot be created or appended to at ``path``, or None when it can."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder" if folder.exists() else f"the folder {folder} does not exist"
+    if path.is_dir():
+        return "it is a folder"
+    if path.exists():
+        return None if os.access(path, os.R_OK | os.W_OK) else "the file is not writable"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"the folder {folder} is not writable"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Store an MRD stream (stdin by default) in an MRD HDF5 file")
     parser.add_argument("outfile", help="output MRD HDF5 file (created, or appended to)")
@@ -99,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s - stream_to_mrdhdf5 - %(levelname)s - %(message)s", force=True)
+    reason = unwritable_reason(Path(args.outfile))
+    if reason:
+        log.error("Cannot write %s: %s", args.outfile, reason)
+        return 2
     try:
         source: BinaryIO = open(args.input, "rb") if args.input else sys.stdin.buffer
     except OSError as exc:
@@ -108,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     try:
         with source, h5py.File(args.outfile, "a") as h5:
-            group = h5.require_group(args.group)
+            try:
+                group = h5.require_group(args.group)
+            except TypeError as exc:  # h5py: "Incompatible object (Dataset) already exists"
+                log.error("Cannot store the stream in %s: /%s is not a group (%s)", args.outfile, args.group, exc)
+                return 2
             try:
                 copy_stream(MessageReader(source), group, stored)
             except ProtocolError as exc:
