@@ -4,12 +4,16 @@ Provides the same names and behaviour as python-ismrmrd-server's ``mrdhelper`` s
 modules run unchanged: copying geometry from a readout into an image header, reading
 ``userParameters`` from the parsed MRD header, reading JSON config parameters, parsing values
 out of a Siemens ICE MiniHeader, and building/parsing ``ROI_*`` and ``Text_*`` MetaAttributes.
+:class:`ConfigError` is the error of a configuration value a module cannot use (a ValueError, so
+upstream-style ``except ValueError`` still catches it).
 """
 
 import base64
 import logging
 import re
 from typing import Any, Callable, Optional, Sequence
+
+from connection import MrdError
 
 # Fields copied one-to-one from an AcquisitionHeader into an ImageHeader.
 _HEADER_FIELDS = (
@@ -21,6 +25,15 @@ _HEADER_FIELDS = (
 _IDX_FIELDS = ('average', 'slice', 'contrast', 'phase', 'repetition', 'set')
 
 _IMTYPE_MAGNITUDE = 1
+
+
+class ConfigError(MrdError, ValueError):
+    """A configuration value (JSON parameter, TOML setting, module option) the module cannot use."""
+
+
+def describe(value: Any) -> str:
+    """Type and value of a configuration value for error texts: ``list [3]``, ``str 'abc'``, ``null``."""
+    return 'null' if value is None else f'{type(value).__name__} {value!r}'
 
 
 def update_img_header_from_raw(imgHead: Any, rawHead: Any) -> Any:
@@ -96,10 +109,15 @@ def get_json_config_param(config: Any, key: str, default: Any = None, type: str 
     """Value of ``config['parameters'][key]`` converted according to ``type``.
 
     Returns ``default`` when ``config`` is not a dict, has no ``parameters`` dict or lacks ``key``.
-    ``type``: 'int' -> int(v); 'float'/'double' -> float(v); 'str'/'string'/'choice' -> str(v);
-    'bool'/'boolean' -> a bool is returned as is, otherwise True if str(v).lower() contains
-    "true", False if it contains "false", else ``default``. Any other ``type`` raises ValueError
-    (checked only when the key is present, so a missing key never raises).
+    Valid values convert as in python-ismrmrd-server: 'int' -> an int, a whole float or a string
+    ``int()`` parses ("5" -> 5); 'float'/'double' -> an int, float or string ``float()`` parses;
+    'str'/'string'/'choice' -> ``str(v)`` of a string, number or bool; 'bool'/'boolean' -> a bool as
+    is, a string True if it contains "true" (any case), False if it contains "false".
+    Any other value raises :class:`ConfigError` naming ``parameters.<key>``, the expected type and
+    the given one: a list or object, null, "abc" for an int, and also what upstream silently
+    truncates or replaces (3.5 or true for an int, true for a float, "maybe" or 1 for a bool, where
+    upstream returns ``default``). An unknown ``type`` raises ValueError (checked only when the key
+    is present, so a missing key never raises).
     """
     if not isinstance(config, dict):
         return default
@@ -108,23 +126,56 @@ def get_json_config_param(config: Any, key: str, default: Any = None, type: str 
         return default
     value = params[key]
     if type == 'int':
-        return int(value)
+        return _json_int(key, value)
     if type in ('float', 'double'):
-        return float(value)
+        return _json_float(key, value)
     if type in ('str', 'string', 'choice'):
+        if value is None or isinstance(value, (list, dict)):
+            raise _json_error(key, 'a str', value)
         return str(value)
     if type in ('bool', 'boolean'):
-        if isinstance(value, bool):
-            return value
-        text = str(value).lower()
+        return _json_bool(key, value)
+    raise ValueError(f"Unsupported config parameter type '{type}' for key '{key}'")
+
+
+def _json_error(key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f'JSON configuration: parameters.{key} must be {expected}, got {describe(value)}')
+
+
+def _json_int(key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise _json_error(key, 'an int', value)
+
+
+def _json_float(key: str, value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise _json_error(key, 'a float', value)
+
+
+def _json_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.lower()
         if 'true' in text:
             return True
         if 'false' in text:
             return False
-        logging.warning("Config parameter %s = %r is not a boolean; using default %r",
-                        key, value, default)
-        return default
-    raise ValueError(f"Unsupported config parameter type '{type}' for key '{key}'")
+    raise _json_error(key, 'a bool (true/false)', value)
 
 
 def _extract_minihead_value(text: str, param_type: str, name: str) -> Optional[str]:

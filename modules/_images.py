@@ -4,7 +4,8 @@
 magnitude images, scale them together to ``BitsStored``, apply the module's
 pixel operation, decorate the result (ROI, colour table or RGB, per the JSON
 ``options``), and optionally send the originals back in series 99.  Options are
-read once into :class:`ImageOptions`; bad values raise :class:`ConfigError`.
+read once into :class:`ImageOptions`; bad values raise :class:`ConfigError` (``mrdhelper``'s,
+re-exported here).
 
 :func:`serve` is the session loop every example module shares: readouts are
 grouped per slice, images per series, and what the module's callbacks return
@@ -21,7 +22,7 @@ import numpy as np
 
 import constants
 import mrdhelper
-from connection import MrdError
+from mrdhelper import ConfigError
 
 import _recon
 
@@ -32,10 +33,6 @@ MAGNITUDE_TYPES = (0, ismrmrd.IMTYPE_MAGNITUDE)
 ORIGINALS_SERIES = 99
 COLOUR_TABLE = "MicroDeltaHotMetal.pal"
 WINDOW_KEYS = ("WindowCenter", "WindowWidth")
-
-
-class ConfigError(MrdError):
-    """A module option has a value the module cannot use."""
 
 
 @dataclasses.dataclass

@@ -42,11 +42,8 @@ class FilterOptions:
 
     @classmethod
     def from_config(cls, config) -> "FilterOptions":
-        try:
-            size = mrdhelper.get_json_config_param(config, "filterSize", cls.filter_size, "int")
-        except ValueError as exc:
-            raise _images.ConfigError(f"filterSize is not an integer: {exc}") from exc
-        return cls(size, mrdhelper.get_json_config_param(config, "comments", "", "str"))
+        return cls(mrdhelper.get_json_config_param(config, "filterSize", cls.filter_size, "int"),
+                   mrdhelper.get_json_config_param(config, "comments", "", "str"))
 
     def image_comments(self) -> str:
         parts = [f"Median filter size {self.filter_size}" if self.filter_size else "", self.comments]

@@ -6,7 +6,7 @@ the 2x oversampled grid are cropped to the central matrix and normalised over th
 scale from an adjoint NUFFT (``bart nufft -a``); the frames are reconstructed with ``bart pics``
 (ADMM, that fixed scale) and finite differences along time
 (``-R T:1024:1024:lambda``), in ``num_chunks`` chunks overlapping by 3 frames, and each chunk's
-frames are sent as soon as it is done; received waveforms are echoed before CLOSE (spiral.md §7).
+frames are sent as soon as it is done; received waveforms are echoed before CLOSE (docs/spiral.md §7).
 Configuration: ``configs/rtspiral_bart_tvrecon_config.toml``; missing keys take the defaults below.
 """
 from __future__ import annotations
@@ -50,9 +50,8 @@ class TvConfig:
     gpu_device: int = -1  # used when the installed BART supports GPUs
 
     def __post_init__(self) -> None:
-        _toml.check_types(self, CONFIG_NAME)
         if self.arms_per_frame < 1 or self.num_chunks < 1 or self.num_iter < 1 or self.num_recon_frames < 0:
-            raise _images.ConfigError(f"{CONFIG_NAME}: arms_per_frame, num_chunks, num_iter must be >= 1")
+            raise _images.ConfigError("arms_per_frame, num_chunks, num_iter must be >= 1")
 
 
 def bart_arrays(arms: list[ismrmrd.Acquisition], coord: np.ndarray, pre_discard: int, interleaves: int,
@@ -86,7 +85,7 @@ def coil_maps(session: _bart.BartSession, kspace: np.ndarray, traj: np.ndarray, 
 
 
 def data_scale(session: _bart.BartSession, kspace: np.ndarray, traj: np.ndarray, sens: np.ndarray, m: int) -> float:
-    """The inverse data scale for ``pics -w`` (spiral.md §7.2 step 5): adjoint NUFFT of frames 5 ... n-1
+    """The inverse data scale for ``pics -w`` (docs/spiral.md §7.2 step 5): adjoint NUFFT of frames 5 ... n-1
     (all when fewer), coil-combined with the maps; the 90th percentile of the magnitude if the image
     is not dominated by a few bright pixels (max - p90 < 2 (p90 - median)), else the maximum."""
     first = 5 if kspace.shape[-1] > 5 else 0
@@ -122,7 +121,7 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, ind
 
 def process(connection, config, metadata):
     try:
-        cfg = _toml.load(TvConfig, config, CONFIG_NAME)
+        cfg = _toml.load(TvConfig, config, CONFIG_NAME, connection)
         meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
         arms, waves = _spiral_io.collect(connection)
         frames = len(arms) // cfg.arms_per_frame

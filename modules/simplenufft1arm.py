@@ -2,7 +2,7 @@
 
 Spiral arms stream in; every ``window_shift`` arms a frame made of the last
 ``arms_per_frame`` arms of the slice is gridded, Fourier transformed,
-coil-combined and sent at once (docs: spiral.md §6, with its quirks fixed:
+coil-combined and sent at once (docs/spiral.md §6, with its quirks fixed (§10):
 exact frame footprint, arms placed by ``kspace_encode_step_1``, slices never
 mixed, noise/calibration/navigator readouts not gridded, CLOSE always sent).
 Configuration: ``configs/rtspiral_vs_config.toml`` (see there), read at every
@@ -54,19 +54,18 @@ class SpiralConfig:
     kspace_filter: str = "none"
 
     def __post_init__(self) -> None:
-        _toml.check_types(self, CONFIG_NAME)
         if self.arms_per_frame < 1 or self.window_shift < 1:
-            raise _images.ConfigError(f"{CONFIG_NAME}: arms_per_frame and window_shift must be >= 1")
+            raise _images.ConfigError("arms_per_frame and window_shift must be >= 1")
         if self.fov_oversampling < 1:
-            raise _images.ConfigError(f"{CONFIG_NAME}: fov_oversampling = {self.fov_oversampling} must be >= 1")
+            raise _images.ConfigError(f"fov_oversampling = {self.fov_oversampling} must be >= 1")
         if self.kspace_filter not in ("none", "hann"):
-            raise _images.ConfigError(f"{CONFIG_NAME}: kspace_filter = {self.kspace_filter!r} is not none or hann")
+            raise _images.ConfigError(f"kspace_filter = {self.kspace_filter!r} is not none or hann")
         if self.coil_combine not in ("rssq", "adaptive"):
-            raise _images.ConfigError(f"{CONFIG_NAME}: coil_combine = {self.coil_combine!r} is not rssq or adaptive")
+            raise _images.ConfigError(f"coil_combine = {self.coil_combine!r} is not rssq or adaptive")
 
     @classmethod
-    def load(cls, config: Any) -> "SpiralConfig":
-        return _toml.load(cls, config, CONFIG_NAME)
+    def load(cls, config: Any, connection: Any) -> "SpiralConfig":
+        return _toml.load(cls, config, CONFIG_NAME, connection)
 
 
 class ViewSharingRecon:
@@ -151,7 +150,7 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg
 
 def process(connection, config, metadata):
     try:
-        cfg = SpiralConfig.load(config)
+        cfg = SpiralConfig.load(config, connection)
         meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
         backend = _backend.select(cfg.gpu_device)
         if cfg.save_raw and connection.recorder is None:

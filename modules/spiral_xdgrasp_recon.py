@@ -7,7 +7,7 @@ the first/last ``arm_discard_pre/post`` seconds dropped (0 allowed), coil maps e
 ``bart nlinv`` from all kept arms, and ``bart pics`` reconstructs every (respiratory, cardiac) bin
 with total variation along both bin dimensions (BART TIME and TIME2).  One int16 image per bin is
 sent (``image_index = set = respiratory bin``, ``phase = cardiac bin``, one global scale), then the
-waveforms are echoed and CLOSE follows (spiral.md §8, defects fixed).
+waveforms are echoed and CLOSE follows (docs/spiral.md §8, defects fixed).
 Configuration: ``configs/spiral_xdgrasp_config.toml``; missing keys take the defaults below.
 """
 from __future__ import annotations
@@ -55,12 +55,11 @@ class XdGraspConfig:
     fill_small_bins: bool = True
 
     def __post_init__(self) -> None:
-        _toml.check_types(self, CONFIG_NAME)
         if self.trigger_source not in TRIGGER_SOURCES:
-            raise _images.ConfigError(f"{CONFIG_NAME}: trigger_source = {self.trigger_source!r} is not one of "
+            raise _images.ConfigError(f"trigger_source = {self.trigger_source!r} is not one of "
                                       f"{', '.join(TRIGGER_SOURCES)}")
         if self.n_respiratory_bins < 2 or self.n_respiratory_bins % 2 or self.n_cardiac_bins < 1:
-            raise _images.ConfigError(f"{CONFIG_NAME}: n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
+            raise _images.ConfigError("n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
 
 
 def pilot_tone(waves: list, count: int) -> np.ndarray:
@@ -125,7 +124,7 @@ def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, res
 
 def process(connection, config, metadata):
     try:
-        cfg = _toml.load(XdGraspConfig, config, CONFIG_NAME)
+        cfg = _toml.load(XdGraspConfig, config, CONFIG_NAME, connection)
         meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
         arms, waves = _spiral_io.collect(connection)
         resp, card = bins_of(arms, waves, cfg)

@@ -1,7 +1,6 @@
 """Tests for mrdhelper: header copy, userParameters, JSON config, MiniHeader, ROI/Text attrs."""
 
 import base64
-import logging
 from types import SimpleNamespace
 
 import ismrmrd
@@ -212,10 +211,10 @@ def test_json_config_param_converts_by_type(key, type_, expected):
     assert type(value) is type(expected)
 
 
-def test_json_config_param_unrecognised_bool_gives_default(caplog):
-    with caplog.at_level(logging.WARNING):
-        assert mrdhelper.get_json_config_param(CONFIG, 'maybe', default=None, type='bool') is None
-    assert 'maybe' in caplog.text
+def test_json_config_param_unrecognised_bool_raises():
+    # python-ismrmrd-server returns the default here; a value that is no bool is an error now
+    with pytest.raises(mrdhelper.ConfigError, match=r"parameters\.maybe must be a bool .*got str 'perhaps'"):
+        mrdhelper.get_json_config_param(CONFIG, 'maybe', default=None, type='bool')
 
 
 @pytest.mark.parametrize('config', [
