@@ -1,7 +1,7 @@
 """MRD v1 wire constants: message IDs, framing structs, fixed sizes and logging levels.
 
 This file is the single source of the numbers of the MRD streaming protocol
-(see docs/protocol.md of the project).  The legacy ``MRD_MESSAGE_*`` names,
+(see docs/protocol.md §2–§5).  The legacy ``MRD_MESSAGE_*`` names,
 ``struct.Struct`` objects and ``SIZEOF_*`` companions are kept because modules
 written for python-ismrmrd-server import them.
 """

@@ -10,7 +10,7 @@
   turns into an error text for the client.
 * :func:`run_bart`: one command in a session of its own.
 
-The cfl format (spiral.md §9.2): a text header ``# Dimensions`` followed by the sizes, and raw
+The cfl format (docs/spiral.md §9.2): a text header ``# Dimensions`` followed by the sizes, and raw
 little-endian complex64 values in Fortran (column-major) order.  Read arrays drop trailing
 singleton dimensions (a header always lists 16).
 """

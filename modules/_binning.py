@@ -1,6 +1,6 @@
 """Respiratory and cardiac binning of spiral arms from physiological waveforms (never dispatched).
 
-Pure NumPy functions for the XD-GRASP-style reconstruction (spiral.md §8.2-§8.4), with the
+Pure NumPy functions for the XD-GRASP-style reconstruction (docs/spiral.md §8.2-§8.4), with the
 reference's defects fixed: ECG time stamps are 2.5 ms ticks, a trigger delay shorter than one
 sample moves nothing (instead of deleting every trigger), ``arm_discard_post = 0`` keeps the
 end, and no waveform kind is required that the chosen trigger source does not use.

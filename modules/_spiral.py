@@ -42,7 +42,7 @@ _SWAP_XY = np.array([[0.0, 1, 0], [1, 0, 0], [0, 0, 1]])
 
 @dataclass
 class SpiralMeta:
-    """Content of a trajectory metafile (spiral.md §2.2).
+    """Content of a trajectory metafile (docs/spiral.md §2.2).
 
     ``kx``, ``ky``: (Ns, nTR) float64 in 1/m, pre-discard samples already removed;
     ``w``: (Ns,) float64 DCF of arm 0, max 1; ``fov_cm``, ``res_mm``; ``repetitions`` = nTR;
@@ -94,7 +94,7 @@ def _scalar(value: Any) -> Any:
 
 
 def load_metafile(path: str | Path) -> SpiralMeta:
-    """Read a metafile written by rtspiral_pypulseq (``scipy.io.savemat``, §2.2).
+    """Read a metafile written by rtspiral_pypulseq (``scipy.io.savemat``, docs/spiral.md §2.2).
 
     Missing optional ``param`` fields default to: repetitions = nTR, ga_rotation =
     360/interleaves, pre_discard = 0, arm_ordering = "", dt = None.
@@ -126,7 +126,7 @@ def load_metafile(path: str | Path) -> SpiralMeta:
 def write_metafile(path: str | Path, kx: np.ndarray, ky: np.ndarray, w: np.ndarray, fov_cm: float,
                    res_mm: float, interleaves: int, ga_rotation_deg: float, pre_discard: int,
                    arm_ordering: str, dt_s: float | None, repetitions: int | None = None) -> None:
-    """Write ``kx, ky, kz (zeros), w (1, Ns), param`` like rtspiral_pypulseq (§2.2).
+    """Write ``kx, ky, kz (zeros), w (1, Ns), param`` like rtspiral_pypulseq (docs/spiral.md §2.2).
 
     ``kx``, ``ky``: (Ns, nTR) in 1/m (1-D means one TR); ``repetitions`` defaults to nTR;
     ``matrix_size`` = [N, N] with N = round(10·fov_cm/res_mm); ``dt`` omitted when None.
@@ -159,7 +159,7 @@ def grid_coordinates(kx: np.ndarray, ky: np.ndarray, m: int) -> np.ndarray:
     """NUFFT coordinates (arms, Ns, 2) float32 of a trajectory ``kx, ky`` (Ns, arms) in 1/m.
 
     ``coord = [kx, −ky] · 0.5 · m / kmax`` with ``kmax = max |kx + i·ky|`` over all samples
-    and arms, so the outermost sample lies at radius m/2 (spiral.md §3).
+    and arms, so the outermost sample lies at radius m/2 (docs/spiral.md §3).
     """
     kx = np.asarray(kx, dtype=np.float64)
     ky = np.asarray(ky, dtype=np.float64)
@@ -171,7 +171,7 @@ def grid_coordinates(kx: np.ndarray, ky: np.ndarray, m: int) -> np.ndarray:
 
 
 def hoge_dcf(kx_full: np.ndarray, ky_full: np.ndarray, dt_s: float, pre_discard: int) -> np.ndarray:
-    """Analytic (Hoge) density compensation (Ns,) of arm 0, normalised to max 1 (§2.2).
+    """Analytic (Hoge) density compensation (Ns,) of arm 0, normalised to max 1 (docs/spiral.md §2.2).
 
     ``kx_full``, ``ky_full``: arm 0 **including** the ``pre_discard`` samples, (Ns_total,) or
     (Ns_total, arms) of which column 0 is used.  ``g = (dk/dn) / (dt·γ̄)`` by central
@@ -201,7 +201,7 @@ def hoge_dcf(kx_full: np.ndarray, ky_full: np.ndarray, dt_s: float, pre_discard:
 
 def rotation_matrix(read_dir: Sequence[float], phase_dir: Sequence[float],
                     slice_dir: Sequence[float], patient_position: str) -> np.ndarray:
-    """Logical → physical rotation ``R = P·A·S`` (3, 3) (spiral.md §4.2).
+    """Logical → physical rotation ``R = P·A·S`` (3, 3) (docs/spiral.md §4.2).
 
     ``A`` has rows ``phase_dir, −read_dir, slice_dir``; ``S`` swaps the first two axes; ``P``
     is the patient-position matrix (HFS, HFP, FFS, FFP, HFDR, HFDL, FFDR, FFDL, as a string or
@@ -214,7 +214,7 @@ def rotation_matrix(read_dir: Sequence[float], phase_dir: Sequence[float],
 
 
 def nominal_gradients(kx: np.ndarray, ky: np.ndarray, dt_s: float) -> np.ndarray:
-    """Nominal gradients (Ns, arms, 2) in mT/m from k (Ns, arms) in 1/m (§4.3).
+    """Nominal gradients (Ns, arms, 2) in mT/m from k (Ns, arms) in 1/m (docs/spiral.md §4.3).
 
     ``g[0] = 0``, ``g[n] = 1e3·(k[n] − k[n−1]) / (dt·γ̄)``, returned as ``[gx, −gy]`` (the
     y flip of the grid coordinates is built in).
@@ -236,7 +236,7 @@ def load_girf(path: str | Path) -> np.ndarray:
 
 
 def _girf_response(girf: np.ndarray, n: int) -> np.ndarray:
-    """GIRF on a centred grid of ``n`` bins with DC at bin ``n // 2`` (§4.4 step 4)."""
+    """GIRF on a centred grid of ``n`` bins with DC at bin ``n // 2`` (docs/spiral.md §4.4 step 4)."""
     centre = GIRF_ROWS // 2
     if n >= GIRF_ROWS:
         out = np.zeros((n, 3), dtype=np.complex128)
@@ -251,7 +251,7 @@ def _girf_response(girf: np.ndarray, n: int) -> np.ndarray:
 
 def predict_gradients(g_nominal: np.ndarray, girf: np.ndarray, R: np.ndarray, dt_s: float,
                       t_rr_samples: float) -> np.ndarray:
-    """GIRF-predicted gradients (Ns, arms, 3) in mT/m, logical frame (spiral.md §4.4, 1–6).
+    """GIRF-predicted gradients (Ns, arms, 3) in mT/m, logical frame (docs/spiral.md §4.4, 1–6).
 
     ``g_nominal`` (Ns, arms, 2) logical [gx, gy] in mT/m; ``girf`` (3800, 3); ``R`` (3, 3)
     logical → physical.  With ``L = round(38 ms / dt)`` and the ADC shift
@@ -294,7 +294,7 @@ def predicted_kspace(g_predicted: np.ndarray, dt_s: float) -> np.ndarray:
 
 def girf_coordinates(kx: np.ndarray, ky: np.ndarray, girf: np.ndarray, R: np.ndarray, dt_s: float,
                      m: int, t_rr_samples: float | None = None) -> np.ndarray:
-    """GIRF-corrected NUFFT coordinates (arms, Ns, 2) float32 (spiral.md §4.4, 7–8).
+    """GIRF-corrected NUFFT coordinates (arms, Ns, 2) float32 (docs/spiral.md §4.4, 7–8).
 
     ``kx, ky`` (Ns, arms) in 1/m → :func:`nominal_gradients` → :func:`predict_gradients`
     (``t_rr_samples`` defaults to 3 µs/dt) → :func:`predicted_kspace` → ``[x, y]`` scaled by

@@ -1,4 +1,4 @@
-"""modules/_binning.py on synthetic physiology with known frequencies (spiral.md §11.6)."""
+"""modules/_binning.py on synthetic physiology with known frequencies (docs/spiral.md §11.6)."""
 import sys
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """Physiological signals of tools/generate_spiral_dataset.py: pilot tone (1025), ECG (0), truth, motion.
 
-Every expectation is computed here from the closed forms of spiral.md §11.6 (r, c, the R-wave and
-derivative-maximum times) and the §8.2 decoding, never from the generator's own helpers; the files
+Every expectation is computed here from the closed forms of docs/spiral.md §11.6 (r, c, the R-wave and
+derivative-maximum times) and its §8.2 decoding, never from the generator's own helpers; the files
 are read back with ``ismrmrd.Dataset`` and sent through a real server with ``client.py -w``.
 """
 import importlib.util
@@ -85,7 +85,7 @@ def _has_waves(path):
 
 
 def decode(values, peak):
-    """spiral.md §8.2 decoding of one row: (v − 2^31)/2^31 · max|x|."""
+    """docs/spiral.md §8.2 decoding of one row: (v − 2^31)/2^31 · max|x|."""
     return (values.astype(np.float64) - HALF) / HALF * peak
 
 
@@ -169,7 +169,7 @@ def test_ecg_chunks_stamps_and_r_waves(files):
         following = [a.scan_counter for a in acqs if a.acquisition_time_stamp >= wav.time_stamp][0]
         assert wav.scan_counter == following
     trace = np.concatenate([w.data for w in chunks], axis=1)
-    # The reference extraction (spiral.md §8.3): t = n·dt − (acq0.stamp − ecg0.stamp)·2.5 ms.
+    # The reference extraction (docs/spiral.md §8.3): t = n·dt − (acq0.stamp − ecg0.stamp)·2.5 ms.
     ecg_times = np.flatnonzero(trace[4] > 0) * 2.5e-3 - (first - chunks[0].time_stamp) * 2.5e-3
     np.testing.assert_allclose(ecg_times, R_WAVES, atol=1.25e-3 + 1e-12)
     pt = pilot_tone(waves)

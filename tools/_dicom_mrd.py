@@ -1,11 +1,11 @@
 """DICOM <-> MRD conventions shared by ``dicom2mrd.py`` and ``mrd2dicom.py`` (helper, not a tool).
 
 Geometry: DICOM ImagePositionPatient (IPP) is the centre of the top-left voxel, MRD ``position``
-the centre of the image (protocol.md §5.2); both in patient coordinates (LPS, mm).
+the centre of the image (docs/protocol.md §5.2); both in patient coordinates (LPS, mm).
 ImageOrientationPatient is ``read_dir + phase_dir`` (row direction: increasing column index,
 then column direction: increasing row index) and PixelSpacing is ``[row spacing, column
 spacing]``, i.e. ``[spacing along phase_dir, spacing along read_dir]``.
-Time: MRD time stamps count 2.5 ms ticks (protocol.md §5.6).
+Time: MRD time stamps count 2.5 ms ticks (docs/protocol.md §5.6).
 Numbers: the images of one series get distinct numbers (``image_index``, InstanceNumber), their own
 when these are distinct, else 1..N in series order (:func:`unique_numbers`).
 ``DicomJson`` attribute: base64 of the UTF-8 DICOM JSON (PS3.18 F) of the source header, without

@@ -1,13 +1,13 @@
 """Generate a synthetic multi-coil 2-D spiral raw-data file (MRD HDF5) and its trajectory metafile.
 
-Built as docs spiral.md §11 recommends, so that it does not test the reconstruction with itself:
+Built as docs/spiral.md §11 recommends, so that it does not test the reconstruction with itself:
 the k-space comes from an analytic phantom evaluated exactly at the trajectory points (no NUFFT).
 
 Trajectory: a constant-density spiral ``k(θ) = A·θ·e^{iθ}``, ``A = Ni/(2π·FOV)``, integrated
 numerically under the gradient limits (24 mT/m, 150 T/m/s) and sampled at ``t_n = n·dt`` until
 ``kmax = 1/(2·res)`` (``--samples`` slows it down to exactly that many samples).  Arm i is rotated by
 ``360°·i/Ni`` (linear) or ``(i·GA) mod 360°`` (``--golden-angle``); ``pre_discard = 10`` samples at
-k = 0 precede every readout.  The metafile ``<metafile-dir>/<hash>.mat`` (spiral.md §2.2, written by
+k = 0 precede every readout.  The metafile ``<metafile-dir>/<hash>.mat`` (docs/spiral.md §2.2, written by
 ``_spiral.write_metafile``) holds the Ni unique arms without the pre-discard samples and the Hoge DCF;
 ``<hash>`` is the MD5 hex digest of the float64 bytes of ``kx`` then ``ky``.
 
@@ -26,7 +26,7 @@ pre_discard + Ns]`` complex64, plus the ground truth:
 
 Orientation: every truth array is in BART/sigpy order, first image axis = coordinate 0, pixel n at
 ``x = (n − m//2)/m`` of the FOV.  A module's output pixels are ``flip_x(truth)ᵀ`` = ``truth[::-1].T``
-(spiral.md §6.3); ``truth_frame()`` returns that orientation.  Scaling: the data are the
+(docs/spiral.md §6.3); ``truth_frame()`` returns that orientation.  Scaling: the data are the
 unnormalised Fourier transform of the coil images, ``Σ_n truth_coil[n]·exp(−i2π·k·(n − m//2)/m)``
 with k in grid units (up to the sampling of the phantom's sharp edges: the k-space is analytic).
 
@@ -43,7 +43,7 @@ Motion: rigid shift along coordinate 0 by ``dx(t) = motion_px·sin(2π·motion_h
 of about ``noise`` relative to the object maximum for Nyquist-rate sampling); noise readouts carry
 the same noise (zeros with ``--noise 0``).  The output file and metafile are overwritten.
 
-Physiological signals (spiral.md §11.6; off by default): respiration
+Physiological signals (docs/spiral.md §11.6; off by default): respiration
 ``r(t) = sin(2π·(f_r·t + φ_r))`` (``--resp-hz``, ``--resp-phase`` in cycles; 0 when f_r = 0) and
 a cardiac pulse train ``c(t) = exp(−((frac(f_c·t + φ_c) − 0.3)/0.05)²)`` (``--card-hz``,
 ``--card-phase``; 0 when f_c = 0), at the same ``t = i·TR``.  The object moves with them: the shift
@@ -67,7 +67,7 @@ ID in the XML header:
   synthetic trace (baseline 2048, QRS spike at each R wave and a T wave 0.25 s later, lead gains
   1, 0.7, −0.5, 0.3 × 1000), channel 4 = 1 at the sample nearest to each R wave, else 0.  The
   recording covers ``ceil(arms·slices·TR/2.5 ms)`` samples.
-* Pilot tone, ``waveform_id`` 1025 (spiral.md §8.2): one sample per imaging readout, one waveform per
+* Pilot tone, ``waveform_id`` 1025 (docs/spiral.md §8.2): one sample per imaging readout, one waveform per
   slice (split every 65,535 readouts), channels 0 r, 1 c, 2 cardiac triggers (1 at
   ``truth_trigger_arms``), 3 ``ċ`` (``numpy.gradient`` of c over the whole scan, per s), 4 derivative
   triggers; each row of each waveform encoded as ``uint32(x/max|x|·(2³¹ − 1) + 2³¹)`` (2³¹ for an
@@ -372,7 +372,7 @@ def physio_signals(count: int, tr_s: float, resp_hz: float = 0.0, card_hz: float
 
 
 def encode_pilot_tone_rows(rows: np.ndarray) -> np.ndarray:
-    """``uint32(x/max|x|·(2³¹ − 1) + 2³¹)`` per row of ``rows`` (channels, samples) (spiral.md §8.2);
+    """``uint32(x/max|x|·(2³¹ − 1) + 2³¹)`` per row of ``rows`` (channels, samples) (docs/spiral.md §8.2);
     an all-zero row becomes 2³¹."""
     rows = np.asarray(rows, dtype=np.float64)
     peak = np.abs(rows).max(axis=-1, keepdims=True)

@@ -8,7 +8,7 @@ factor folded into RescaleSlope; RGB images (image_type 6, 3 channels) become 8-
 image carries ``DicomJson`` (from dicom2mrd) its original header is the starting point; otherwise the
 XML header provides patient, study and system fields.  Geometry, pixel module, time stamps (2.5 ms
 ticks), window, rescale and descriptions then come from the MRD header and attributes
-(docs/module-api.md §13.2; conventions in tools/_dicom_mrd.py).  Every file gets a new
+(docs/modules.md §13.2; conventions in tools/_dicom_mrd.py).  Every file gets a new
 SOPInstanceUID and each series a new SeriesInstanceUID; the StudyInstanceUID and
 FrameOfReferenceUID are kept from the source (else generated once per run).
 

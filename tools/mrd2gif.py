@@ -1,7 +1,7 @@
 """Write the image series of an MRD HDF5 file as animated GIFs or PNG mosaics.
 
 One output file per series, ``<input stem>_<group>_<series>[_<SequenceDescriptionAdditional>].<ext>``
-(docs/module-api.md §13.3).  Pixels: complex data as magnitude; ``RescaleSlope``/``RescaleIntercept``
+(docs/modules.md §13.3).  Pixels: complex data as magnitude; ``RescaleSlope``/``RescaleIntercept``
 attributes applied first; window from the ``WindowCenter``/``WindowWidth`` attributes of the first
 image, else the medians over the images of their 5th and 95th percentiles, mapped to 0-255.  RGB
 images (3 channels, image type 6) are shown in colour (0-255 unless window attributes exist).
