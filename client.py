@@ -4,10 +4,16 @@
 the XML header, the optional JSON text (``./<config>.json``, else the file's
 ``configAdditional``), then waveforms (``-w``), acquisitions and images, then
 CLOSE, while a receiver thread stores returned images, waveforms and
-acquisitions in ``/<out-group>/`` of the output file.  The input is read in
-bulk, read-only.  Exit status: 0 on success, 1 when the server reports an
-error, the connection fails or ends without CLOSE, or nothing comes back (except from the
-``null`` and ``savedataonly`` built-ins); 2 for bad arguments or input.
+acquisitions in ``/<out-group>/`` of the output file (which may be the input
+file, as with upstream's client).  The input is read in bulk, read-only unless
+it is also the output.  Nothing received is dropped: an image that does not fit
+its series' array goes to a new ``image_<series>_<k>`` group, and any failure to
+store ends in exit status 1 with the file, group and reason.
+
+Exit status: 0 on success; 1 when the server reports an error, the connection
+fails or ends without CLOSE, nothing comes back (except from the ``null`` and
+``savedataonly`` built-ins), storing fails or ``--mrd2gif`` fails; 2 for bad
+arguments, input or output; 130 after Ctrl-C.
 """
 from __future__ import annotations
 
@@ -16,7 +22,9 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import constants
 import mrdfile
@@ -32,11 +42,13 @@ from connection import READ_BUFFER_BYTES, MessageID, MessageReader, MessageWrite
 log = logging.getLogger("client")
 
 CLIENT_DIR = Path(__file__).resolve().parent
+MRD2GIF = CLIENT_DIR / "tools" / "mrd2gif.py"
 CONNECT_ATTEMPTS = 5
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 2.0
 DRAIN_ONLY_CONFIGS = ("null", "savedataonly")  # built-ins that by design send nothing back
 COUNT_KEYS = {MessageID.IMAGE: "images", MessageID.WAVEFORM: "waveforms", MessageID.ACQUISITION: "acquisitions"}
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclasses.dataclass
@@ -49,11 +61,11 @@ class InputData:
     acquisitions: h5py.Dataset | None  # read in blocks while sending
     waveforms: list
     images: list  # of mrdfile.ImageSeries
+    count: int = 0  # items to send, kept for the summary after the file is closed
 
-    @property
-    def count(self) -> int:
-        return ((self.acquisitions.shape[0] if self.acquisitions is not None else 0) + len(self.waveforms)
-                + sum(len(s.heads) for s in self.images))
+    def __post_init__(self) -> None:
+        self.count = ((self.acquisitions.shape[0] if self.acquisitions is not None else 0) + len(self.waveforms)
+                      + sum(len(s.heads) for s in self.images))
 
 
 def pick_group(h5: h5py.File, requested: str | None) -> str:
@@ -68,13 +80,17 @@ def pick_group(h5: h5py.File, requested: str | None) -> str:
 
 
 def read_input(h5: h5py.File, group_name: str | None, with_waveforms: bool) -> InputData:
-    """Header, JSON, waveforms and images of one group, read in bulk; raw data is read while sending."""
+    """Header, JSON, waveforms and images of one group, read in bulk; raw data is read while sending.
+
+    ValueError (one line) when the group holds no MRD data or what it holds is not in the MRD layout.
+    """
     name = pick_group(h5, group_name)
     group = h5[name]
     has_raw = "data" in group
     series = mrdfile.image_series_names(group)
     if not has_raw and not series:
         raise ValueError(f"group '{name}' holds neither raw data (data) nor images (image_*)")
+    mrdfile.check_input_group(group, with_waveforms)
     json_text = None
     if "configAdditional" in group:
         raw = group["configAdditional"][0]
@@ -88,23 +104,28 @@ def read_input(h5: h5py.File, group_name: str | None, with_waveforms: bool) -> I
         images=[mrdfile.read_image_series(group, s) for s in series])
 
 
-def json_config_text(config: str, file_json: str | None, strip_module_keys: bool) -> str | None:
-    """The JSON TEXT to send: ``<config>.json`` from the working directory or beside client.py,
-    else the input file's configAdditional."""
+def json_config_text(config: str, file_json: str | None, strip_module_keys: bool) -> tuple[str | None, str]:
+    """The JSON TEXT to send and where it came from: ``<config>.json`` from the working directory or
+    beside client.py, else the input file's configAdditional."""
     candidates = (Path(f"{config}.json"), CLIENT_DIR / f"{config}.json")
     local = next((p for p in candidates if p.is_file()), None) if config not in ("", ".") else None
-    text = local.read_text(encoding="utf-8") if local is not None else file_json
-    if text is None or not strip_module_keys:
-        return text
+    if local is not None:
+        text, source = local.read_text(encoding="utf-8"), str(local.resolve())
+    elif file_json is not None:
+        text, source = file_json, "the input file's configAdditional"
+    else:
+        return None, "none"
+    if not strip_module_keys:
+        return text, source
     try:
         parsed = json.loads(text)
     except ValueError:
-        log.warning("JSON config is not valid JSON; sending it unchanged")
-        return text
+        log.warning("JSON config from %s is not valid JSON; sending it unchanged", source)
+        return text, source
     if isinstance(parsed, dict) and isinstance(parsed.get("parameters"), dict):
         parsed["parameters"].pop("config", None)
         parsed["parameters"].pop("customconfig", None)
-    return json.dumps(parsed)
+    return json.dumps(parsed), source
 
 
 def connect(host: str, port: int) -> socket.socket:
@@ -122,18 +143,27 @@ def connect(host: str, port: int) -> socket.socket:
 
 
 class Receiver(threading.Thread):
-    """Reads the server's messages and appends them to the output group in batches."""
+    """Reads the server's messages and appends them to the output group in batches.
 
-    def __init__(self, reader: MessageReader, outfile: str, group: str) -> None:
+    It reads to the end whatever happens to storing: a failure to store is kept in
+    ``store_failure`` (and later items are counted in ``lost``), never lets the thread die.
+    """
+
+    def __init__(self, reader: MessageReader, h5: h5py.File, group: str, fix_transposed: bool) -> None:
         super().__init__(name="receiver", daemon=True)
         self.reader = reader
-        self.outfile = outfile
+        self.h5 = h5
         self.group = group
+        self.fix_transposed = fix_transposed
         self.batch = mrdfile.ItemBatch()
         self.counts = {"images": 0, "waveforms": 0, "acquisitions": 0, "texts": 0}
+        self.series: dict[int, int] = {}  # image_series_index -> images received
         self.errors: list[str] = []
         self.got_close = False
         self.failure: str | None = None
+        self.store_failure: str | None = None
+        self.lost = 0
+        self._lock = threading.Lock()
         self._last_flush = time.monotonic()
 
     def run(self) -> None:
@@ -147,7 +177,7 @@ class Receiver(threading.Thread):
                     self.got_close = True
                     break
                 self._take(msg_id, item)
-        except (MrdError, OSError) as exc:
+        except (MrdError, OSError, ValueError) as exc:
             self.failure = f"receiving failed: {exc}"
         finally:
             self.flush()
@@ -161,101 +191,152 @@ class Receiver(threading.Thread):
             else:
                 log.info("Server: %s", item)
             return
-        if not self.batch.add(item):
-            log.warning("Ignoring message %d from the server", msg_id)
-            return
+        if msg_id == MessageID.IMAGE:
+            self._note_series(item)
+        with self._lock:
+            if not self.batch.add(item):
+                log.warning("Ignoring message %d from the server", msg_id)
+                return
         self.counts[COUNT_KEYS[msg_id]] += 1
         if self.batch.nbytes >= FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
 
+    def _note_series(self, image: Any) -> None:
+        """Log the first image of every series as it arrives."""
+        index = image.image_series_index
+        if index not in self.series:
+            self.series[index] = 0
+            log.info("Series %d arriving: %s images, %d channel(s) of %s (image_type %d)", index,
+                     "x".join(str(n) for n in image.matrix_size), image.channels, image.data.dtype.name,
+                     image.image_type)
+        self.series[index] += 1
+
     def flush(self) -> None:
-        """Append what was received so far to the output file."""
-        self._last_flush = time.monotonic()
-        if not len(self.batch):
-            return
-        with h5py.File(self.outfile, "a") as h5:
-            self.batch.write_to(h5.require_group(self.group))
+        """Append what was received so far to the output group (and flush the file)."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not len(self.batch):
+                return
+            if self.store_failure is not None:
+                self.lost += len(self.batch)
+                self.batch.clear()
+                return
+            count = len(self.batch)
+            try:
+                notes = self.batch.write_to(self.h5.require_group(self.group), self.fix_transposed)
+                self.h5.flush()
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+                self.store_failure = (f"storing in {self.h5.filename}:/{self.group} failed: "
+                                      f"{type(exc).__name__}: {exc}")
+                self.lost += count
+                log.error("%s", self.store_failure)
+                return
+        for note in notes:
+            log.warning("%s:/%s: %s", self.h5.filename, self.group, note)
 
 
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total_items: int, enabled: bool) -> None:
-        self.total = max(total_items, 1)
-        self.enabled = enabled
-        self.start = time.perf_counter()
-        self._next = 0.0
-
-    def update(self, done: int, nbytes: int) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (now < self._next and done < self.total):
-            return
-        self._next = now + 0.2
-        frac = done / self.total
-        rate = nbytes / max(now - self.start, 1e-9) / 1e6
-        bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\r[{bar:<30}] {100 * frac:5.1f}% {done}/{self.total} {rate:8.1f} MB/s")
-        if done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+def _progress(enabled: bool, **kwargs: Any) -> tqdm:
+    """A progress bar on stderr (when ``enabled``: a terminal and not -q)."""
+    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=0.2, **kwargs)
 
 
-def send_all(writer: MessageWriter, data: InputData, receiver: Receiver, progress: Progress) -> int:
-    """Send waveforms, acquisitions and images; returns the number of items sent."""
-    sent = 0
-    for _ in mrdfile.send_messages(writer, data.acquisitions, data.waveforms, data.images):
-        sent += 1
-        progress.update(sent, writer.bytes_written)
-        if not receiver.is_alive():
-            break
-    return sent
+@dataclasses.dataclass
+class Session:
+    """The client's one session: what it sends and receives, and how long each part took."""
 
+    data: InputData
+    h5_out: h5py.File
+    out_group: str
+    fix_transposed: bool
+    show_progress: bool
+    writer: MessageWriter | None = None
+    receiver: Receiver | None = None
+    sent: int = 0
+    send_error: str | None = None
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    send_seconds: float = 0.0
+    interrupted: bool = False
 
-def run_session(sock: socket.socket, data: InputData, config: str, config_text: str | None,
-                json_text: str | None, outfile: str, out_group: str,
-                quiet: bool) -> tuple[MessageWriter, Receiver, int, str | None, float]:
-    """Send everything while the receiver thread stores the replies; returns what happened."""
-    start = time.perf_counter()
-    writer = MessageWriter.for_socket(sock, text_nul=True)
-    stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-    receiver = Receiver(MessageReader(stream), outfile, out_group)
-    receiver.start()
-    progress = Progress(data.count, enabled=sys.stderr.isatty() and not quiet)
-    sent, send_error = 0, None
-    try:
-        if config_text is not None:
-            writer.send_config_text(config_text)
-        else:
-            writer.send_config_file(config)
-        writer.send_header(data.xml)
-        if json_text is not None:
-            writer.send_text(json_text)
-        sent = send_all(writer, data, receiver, progress)
-        writer.send_close()
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        send_error = f"sending failed after {sent} of {data.count} items: {exc}"
-    receiver.join()
-    stream.close()
-    sock.close()
-    return writer, receiver, sent, send_error, time.perf_counter() - start
+    def run(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
+        """Send everything while the receiver thread stores the replies; wait for the server's CLOSE."""
+        self.writer = MessageWriter.for_socket(sock, text_nul=True)
+        stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+        self.receiver = Receiver(MessageReader(stream), self.h5_out, self.out_group, self.fix_transposed)
+        self.receiver.start()
+        try:
+            with logging_redirect_tqdm():
+                self._send(sock, config, config_text, json_text)
+                self._wait_for_results()
+        except KeyboardInterrupt:
+            # Ctrl-C: end the connection (the server logs the disconnect) and let the receiver store
+            # what already arrived before the files are closed.
+            self.interrupted = True
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.receiver.join(10.0)
+        finally:
+            stream.close()
+            sock.close()
+
+    def _send(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
+        writer, receiver = self.writer, self.receiver
+        try:
+            if config_text is not None:
+                writer.send_config_text(config_text)
+            else:
+                writer.send_config_file(config)
+            writer.send_header(self.data.xml)
+            if json_text is not None:
+                writer.send_text(json_text)
+            start = time.perf_counter()
+            with _progress(self.show_progress, total=self.data.count, desc="Sending", unit="msg") as bar:
+                for _ in mrdfile.send_messages(writer, self.data.acquisitions, self.data.waveforms, self.data.images):
+                    self.sent += 1
+                    bar.update()
+                    if not receiver.is_alive():
+                        break
+                writer.send_close()
+                self.send_seconds = time.perf_counter() - start
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.send_error = f"sending failed after {self.sent} of {self.data.count} items: {exc}"
+
+    def _wait_for_results(self) -> None:
+        """Show the images arriving (count and elapsed time) while the reconstruction runs."""
+        receiver = self.receiver
+        with _progress(self.show_progress and receiver.is_alive(), desc="Receiving", unit="image",
+                       initial=receiver.counts["images"]) as bar:
+            while receiver.is_alive():
+                receiver.join(0.2)
+                bar.update(receiver.counts["images"] - bar.n)
+
+    def stored_series(self) -> str:
+        return ", ".join(f"{n} in series {s}" for s, n in sorted(self.receiver.series.items())) or "none"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Send an MRD HDF5 file to an MRD server and save the results")
     parser.add_argument("filename", help="input MRD HDF5 file (raw data or images)")
-    parser.add_argument("-a", "--address", default="localhost", help="server address")
-    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT, help="server port")
-    parser.add_argument("-o", "--outfile", help="output file (default: <input>_results.h5)")
+    parser.add_argument("-a", "--address", default="localhost", help="server address (default: localhost)")
+    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT,
+                        help=f"server port (default: {constants.DEFAULT_PORT})")
+    parser.add_argument("-o", "--outfile", help="output file, may be the input file (default: <input>_results.h5)")
     parser.add_argument("-g", "--in-group", help="input group (default: the file's only group)")
     parser.add_argument("-G", "--out-group", help="output group (default: current date and time)")
     parser.add_argument("-c", "--config", help="configuration (module) name sent as CONFIG_FILE "
-                        "(default invertcontrast; giving it also sets --ignore-json-config)")
+                        "(default: invertcontrast; giving it also sets --ignore-json-config)")
     parser.add_argument("-C", "--config-local", help="send the contents of this file as CONFIG_TEXT")
     parser.add_argument("-w", "--send-waveforms", action="store_true", help="also send the waveforms")
+    parser.add_argument("--fix-transposed", action="store_true",
+                        help="store an image whose matrix is the transpose of its series' first image transposed "
+                             "back (matrix, FOV, directions and ImageRowDir/ImageColumnDir swapped)")
+    parser.add_argument("--mrd2gif", action="store_true", help="write GIF previews of the output group at the end "
+                        "(tools/mrd2gif.py)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-l", "--logfile", help="also log to this file")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no logging on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no logging on stdout and no progress bars")
     parser.add_argument("--ignore-json-config", action="store_true",
                         help="remove parameters.config and parameters.customconfig from the JSON text")
     return parser
@@ -269,52 +350,128 @@ def setup_logging(args: argparse.Namespace) -> None:
         handlers.append(logging.NullHandler())
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s - %(message)s", handlers=handlers, force=True)
+    for name in ("h5py", "PIL", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+def default_outfile(infile: str) -> str:
+    path = Path(infile)
+    return str(path.with_name(path.stem + "_results" + (path.suffix or ".h5")))
+
+
+def is_same_file(outfile: str, infile: str) -> bool:
+    return Path(outfile).exists() and Path(infile).exists() and os.path.samefile(outfile, infile)
+
+
+def open_output(outfile: str, out_group: str) -> h5py.File:
+    """The output file, opened for appending before anything is sent (OSError/ValueError: exit 2)."""
+    folder = Path(outfile).resolve().parent
+    if not folder.is_dir():
+        raise OSError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (Path(outfile).exists() and not os.access(outfile, os.W_OK)):
+        raise OSError("not writable")
+    h5 = h5py.File(outfile, "a")
+    if out_group in h5 and not isinstance(h5[out_group], h5py.Group):
+        h5.close()
+        raise ValueError(f"/{out_group} is not a group")
+    return h5
+
+
+def run_mrd2gif(outfile: str, group: str) -> bool:
+    """``tools/mrd2gif.py`` on the output group, as upstream's ``--mrd2gif``; True when it worked."""
+    result = subprocess.run([sys.executable, str(MRD2GIF), outfile, "-g", group, "-o", str(Path(outfile).parent)],
+                            capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        log.info("mrd2gif: %s", line)
+    if result.returncode != 0:
+        log.error("mrd2gif on %s:/%s failed (exit status %d)", outfile, group, result.returncode)
+    return result.returncode == 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        log.error("Interrupted (Ctrl-C)")
+        return EXIT_INTERRUPTED
+
+
+def run(args: argparse.Namespace) -> int:
     config = args.config or "invertcontrast"
     strip_module_keys = args.ignore_json_config or args.config is not None
-    outfile = args.outfile or str(Path(args.filename).with_name(
-        Path(args.filename).stem + "_results" + (Path(args.filename).suffix or ".h5")))
+    outfile = args.outfile or default_outfile(args.filename)
     out_group = args.out_group or str(datetime.datetime.now())
+    same_file = is_same_file(outfile, args.filename)  # as upstream: the results go into the input file
     try:
-        h5 = h5py.File(args.filename, "r")
-        data = read_input(h5, args.in_group, args.send_waveforms)
+        h5_in = h5py.File(args.filename, "a" if same_file else "r")
+        data = read_input(h5_in, args.in_group, args.send_waveforms)
         config_text = Path(args.config_local).read_text(encoding="utf-8") if args.config_local else None
     except (OSError, ValueError) as exc:
-        log.error("Cannot read input: %s", exc)
-        return 2
-    with h5:
-        json_text = None if config_text is not None else json_config_text(config, data.json_text, strip_module_keys)
-        log.info("Sending %d items from %s:/%s", data.count, args.filename, data.group)
+        log.error("Cannot read input %s: %s", args.filename, exc)
+        return EXIT_BAD_INPUT
+    with h5_in:
         try:
-            sock = connect(args.address, args.port)
-        except ConnectionError as exc:
-            log.error("%s", exc)
-            return 1
-        writer, receiver, sent, send_error, elapsed = run_session(sock, data, config, config_text, json_text,
-                                                                  outfile, out_group, args.quiet)
+            if same_file and out_group == data.group:
+                raise ValueError(f"the output group '{out_group}' is the input group; choose another with -G")
+            h5_out = h5_in if same_file else open_output(outfile, out_group)
+        except (OSError, ValueError) as exc:
+            log.error("Cannot write output %s: %s", outfile, exc)
+            return EXIT_BAD_INPUT
+        with h5_out:
+            if config_text is not None:
+                json_text, json_source = None, "none (CONFIG_TEXT from -C)"
+            else:
+                json_text, json_source = json_config_text(config, data.json_text, strip_module_keys)
+            log.info("Sending %d items from %s:/%s to %s:%d as '%s'; JSON config: %s", data.count, args.filename,
+                     data.group, args.address, args.port, args.config_local or config, json_source)
+            try:
+                sock = connect(args.address, args.port)
+            except ConnectionError as exc:
+                log.error("%s", exc)
+                return EXIT_FAILED
+            session = Session(data, h5_out, out_group, args.fix_transposed,
+                              show_progress=not args.quiet and sys.stderr.isatty())
+            session.run(sock, config, config_text, json_text)
+            try:
+                mrdfile.write_xml(h5_out.require_group(out_group), data.xml)
+            except (OSError, ValueError, RuntimeError) as exc:
+                session.receiver.store_failure = (session.receiver.store_failure
+                                                  or f"storing the header in {outfile}:/{out_group} failed: {exc}")
+    if session.interrupted:
+        log.error("Interrupted (Ctrl-C) after %d of %d items sent; %d images received (%s) kept in %s:/%s",
+                  session.sent, data.count, session.receiver.counts["images"], session.stored_series(), outfile,
+                  out_group)
+        return EXIT_INTERRUPTED
+    return finish(args, session, config, outfile, out_group)
 
-    with h5py.File(outfile, "a") as h5:
-        mrdfile.write_xml(h5.require_group(out_group), data.xml)
-    mb = writer.bytes_written / 1e6
+
+def finish(args: argparse.Namespace, session: Session, config: str, outfile: str, out_group: str) -> int:
+    """The summary, the checks that decide the exit status, and ``--mrd2gif``."""
+    receiver, data = session.receiver, session.data
+    total = time.perf_counter() - session.started
+    mb = session.writer.bytes_written / 1e6
     counts = receiver.counts
-    log.info("Sent %d of %d items (%.1f MB) in %.2f s (%.1f MB/s); received %d images, %d waveforms, "
-             "%d acquisitions, %d texts; output %s:/%s", sent, data.count, mb, elapsed, mb / max(elapsed, 1e-9),
-             counts["images"], counts["waveforms"], counts["acquisitions"], counts["texts"], outfile, out_group)
-    failures = [f for f in (send_error if not receiver.got_close else None, receiver.failure) if f]
-    if receiver.got_close and sent < data.count:
-        log.warning("The server closed the session after %d of %d items", sent, data.count)
+    log.info("Sent %d of %d items (%.1f MB) in %.2f s (%.1f MB/s); received %d images (%s), %d waveforms, "
+             "%d acquisitions, %d texts; %.2f s in all; output %s:/%s", session.sent, data.count, mb,
+             session.send_seconds, mb / max(session.send_seconds, 1e-9), counts["images"], session.stored_series(),
+             counts["waveforms"], counts["acquisitions"], counts["texts"], total, outfile, out_group)
+    failures = [f for f in (session.send_error if not receiver.got_close else None, receiver.failure) if f]
+    if receiver.got_close and session.sent < data.count:
+        log.warning("The server closed the session after %d of %d items", session.sent, data.count)
     returned = counts["images"] + counts["waveforms"] + counts["acquisitions"]
     if not returned and config not in DRAIN_ONLY_CONFIGS and not failures:
-        failures.append(f"nothing came back from '{config if config_text is None else args.config_local}'")
+        failures.append(f"nothing came back from '{args.config_local or config}'")
+    if receiver.store_failure:
+        failures.append(f"{receiver.store_failure}; {receiver.lost} received item(s) not stored")
     for failure in failures:
         log.error("%s", failure)
     if receiver.errors:
         log.error("The server reported %d error(s)", len(receiver.errors))
-    return 1 if failures or receiver.errors else 0
+    if args.mrd2gif and counts["images"] and not receiver.store_failure and not run_mrd2gif(outfile, out_group):
+        failures.append("mrd2gif failed")
+    return EXIT_FAILED if failures or receiver.errors else EXIT_OK
 
 
 if __name__ == "__main__":

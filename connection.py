@@ -46,6 +46,14 @@ class ProtocolError(MrdError):
     """The byte stream violates the MRD v1 protocol (bad ID, short read, absurd size...)."""
 
 
+class StreamEnded(ProtocolError):
+    """The stream ended inside a message: the peer closed the connection (or vanished) mid-message."""
+
+
+# The first two bytes of an HDF5 file's signature (\x89 H) read as a message ID.
+HDF5_SIGNATURE_ID = 0x4889
+
+
 def _bytes_view(array: np.ndarray) -> memoryview:
     """A writable byte view of a C-contiguous array."""
     return memoryview(array.reshape(-1).view(np.uint8))
@@ -88,7 +96,7 @@ class MessageReader:
         while got < total:
             n = self._readinto(view[got:])
             if not n:
-                raise ProtocolError(f"stream ended after {got} of {total} bytes of {what}")
+                raise StreamEnded(f"stream ended after {got} of {total} bytes of {what}")
             got += n
         self.bytes_read += total
 
@@ -138,6 +146,9 @@ class MessageReader:
             return msg_id, self._read_waveform()
         if msg_id == MessageID.NDARRAY:
             return msg_id, self._read_ndarray()
+        if msg_id == HDF5_SIGNATURE_ID and self.bytes_read == 2:
+            raise ProtocolError("this looks like an HDF5 file, not an MRD stream; send it with client.py, "
+                                "or convert it with tools/mrdhdf5_to_stream.py")
         raise ProtocolError(f"unknown message ID {msg_id}; the stream cannot continue")
 
     def _read_text(self, what: str) -> str:

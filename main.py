@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import constants
@@ -19,11 +20,26 @@ from server import REPO_DIR, Server, ServerConfig, run_stream
 
 log = logging.getLogger("main")
 
+# Libraries whose debug output would drown a -v log (font searches, PNG chunks, HDF5 filters).
+QUIET_LOGGERS = ("matplotlib", "PIL", "h5py", "asyncio", "urllib3", "numexpr", "numba")
+FORCED_EXIT_STATUS = 1
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to a flag's help once: not when the help already names its default,
+    nor for switches and unset options."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, (), argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="MRD reconstruction server (MRD v1 streaming protocol)",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT, help="TCP port (0: any free port)")
+                                     formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("-p", "--port", type=_port, default=constants.DEFAULT_PORT, help="TCP port (0: any free port)")
     parser.add_argument("-H", "--host", default="0.0.0.0", help="address to listen on")
     parser.add_argument("-d", "--defaultConfig", default="invertcontrast",
                         help="module used when the requested config is unknown")
@@ -58,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """``--port`` value: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535; 0: any free port)")
+    return port
+
+
 def _networks(text: str) -> tuple:
     """``--allow`` value: comma-separated networks (a bare address is a /32 or /128)."""
     try:
@@ -74,6 +101,8 @@ def setup_logging(verbose: bool, logfile: str | None, crlf: bool, stream: bool) 
         Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(logfile))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=handlers, force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def run_stream_mode(config: ServerConfig, module: str | None) -> int:
@@ -99,11 +128,21 @@ def main(argv: list[str] | None = None) -> int:
                           max_text_bytes=int(args.max_text_mb * (1 << 20)))
     if args.stream:
         return run_stream_mode(config, args.config)
+    threading.current_thread().name = "server"
     server = Server(config)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("Received %s: no new sessions; waiting for running ones", signal.Signals(signum).name)
-        server.stop()
+        name = signal.Signals(signum).name
+        if not server.stopping:
+            log.info("Received %s: no new sessions; waiting up to %.0f s for running ones (send it again to "
+                     "stop at once)", name, config.shutdown_grace_s)
+            server.stop()
+            return
+        log.warning("Received %s again: ending the running sessions now", name)
+        server.force_stop()
+        log.warning("Server stopped (forced)")
+        logging.shutdown()
+        os._exit(FORCED_EXIT_STATUS)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -15,7 +15,9 @@ import ipaddress
 import json
 import logging
 import multiprocessing
+import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -29,8 +31,8 @@ from typing import Any, BinaryIO
 import ismrmrd.xsd
 
 import constants
-from connection import Connection, MessageID, MessageWriter, MrdError, ProtocolError
-from mrdsave import SessionRecorder
+from connection import Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded
+from mrdsave import SessionRecorder, recover_crashed
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,12 @@ REPO_DIR = Path(__file__).resolve().parent
 MODULE_NAME = re.compile(r"[A-Za-z0-9_]+")
 BUILTIN_MODULES = ("null", "savedataonly")
 CHILD_TIMEOUT_MARGIN_S = 10.0
+LOGGED_JSON_CHARS = 4000
+
+
+def new_session_id() -> str:
+    """A short random id that names a session's thread (or process) and so every log line of it."""
+    return secrets.token_hex(3)
 
 
 @dataclasses.dataclass
@@ -182,7 +190,34 @@ def read_setup(connection: Connection, header_first: bool = False) -> SessionSet
         _, setup.json_text = reader.read()
         _apply_json(setup, connection)
     setup.metadata = parse_header(item)
+    log.info("Header: %s", header_summary(setup.metadata))
     return setup
+
+
+def header_summary(metadata: Any) -> str:
+    """One line about the scan: vendor, model, field strength, protocol, trajectory, matrix, FOV, coils."""
+    if isinstance(metadata, str):
+        return f"not ISMRMRD XML ({len(metadata)} characters)"
+    system = getattr(metadata, "acquisitionSystemInformation", None)
+    measurement = getattr(metadata, "measurementInformation", None)
+    encodings = getattr(metadata, "encoding", None) or []
+    parts = [getattr(system, "systemVendor", None) or "vendor ?", getattr(system, "systemModel", None) or "model ?"]
+    field = getattr(system, "systemFieldStrength_T", None)
+    parts.append(f"{field:g} T" if field is not None else "field ?")
+    parts.append(f"protocol '{getattr(measurement, 'protocolName', None) or '?'}'")
+    if encodings:
+        enc = encodings[0]
+        trajectory = getattr(enc.trajectory, "value", enc.trajectory)
+        space = enc.encodedSpace
+        matrix, fov = space.matrixSize, space.fieldOfView_mm
+        parts.append(f"{trajectory}, encoded {matrix.x}x{matrix.y}x{matrix.z}, "
+                     f"FOV {fov.x:g}x{fov.y:g}x{fov.z:g} mm" + (f" ({len(encodings)} encodings)"
+                                                                  if len(encodings) > 1 else ""))
+    else:
+        parts.append("no encoding")
+    coils = getattr(system, "receiverChannels", None)
+    parts.append(f"{coils} coils" if coils is not None else "coils ?")
+    return ", ".join(parts)
 
 
 def header_for_stream(xml: str) -> str:
@@ -193,6 +228,9 @@ def header_for_stream(xml: str) -> str:
 
 def _apply_json(setup: SessionSetup, connection: Connection) -> None:
     """Use the JSON TEXT as the module config; ``parameters.config``/``customconfig`` rename the module."""
+    text = setup.json_text
+    log.debug("JSON configuration text (%d characters): %s", len(text),
+              text if len(text) <= LOGGED_JSON_CHARS else text[:LOGGED_JSON_CHARS] + " ...")
     try:
         parsed = json.loads(setup.json_text)
         if not isinstance(parsed, dict):
@@ -259,8 +297,7 @@ class Session:
         if self.registry.available(name):
             return name
         default = self.config.default_config
-        shown = name if len(name) <= 80 else name[:77] + "..."
-        msg = f"Unknown config '{shown}'; using the default module '{default}'"
+        msg = f"Unknown config '{_shown(name)}'; using the default module '{default}'"
         log.warning(msg)
         self.connection.send_logging(constants.MRD_LOGGING_WARNING, msg)
         return default
@@ -276,7 +313,7 @@ class Session:
                                                   setup.json_text, setup.xml)
             conn.mrdFilePath = str(conn.recorder.path)
         if name in BUILTIN_MODULES:
-            log.info("Running built-in '%s'", name)
+            log.info("Running built-in '%s' (requested config '%s')", name, _shown(setup.config_name))
             drain(conn)
             return
         try:
@@ -289,7 +326,7 @@ class Session:
             conn.send_logging(constants.MRD_LOGGING_WARNING, msg)
             name = self.config.default_config
             module = self.registry.load(name)
-        log.info("Running module '%s'", name)
+        log.info("Running module '%s' (requested config '%s')", name, _shown(setup.config_name))
         conn.hold_close = True
         watchdog = None
         if self.config.module_timeout_s:
@@ -315,17 +352,39 @@ class Session:
             _shutdown_quietly(self.connection.socket)
 
     def _report_error(self, where: str, exc: BaseException) -> None:
-        """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE."""
+        """Log the traceback; send one ERROR text naming ``where`` and the exception, then CLOSE.
+
+        A client that went away (connection reset, broken pipe, or its stream ending inside a
+        message, as when it is stopped with Ctrl-C) is one info line, not an error of ``where``.
+        """
         self.failed = True
         self._stream_broken = self._stream_broken or isinstance(exc, (ProtocolError, OSError))
-        log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
-        text = f"[{where}] {type(exc).__name__}: {exc}"
+        disconnected = isinstance(exc, (ConnectionError, StreamEnded))
+        if disconnected:
+            conn = self.connection
+            log.info("The client disconnected (%s) while %s ran; %d acquisitions, %d images, %d waveforms "
+                     "received", exc, where, conn.recvAcqs, conn.recvImages, conn.recvWaveforms)
+        else:
+            log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
+        self.send_error(f"[{where}] {type(exc).__name__}: {exc}", quiet=disconnected)
+
+    def send_error(self, text: str, quiet: bool = False) -> None:
+        """One ERROR text and CLOSE to the client (a failure to send is logged, at debug when ``quiet``)."""
         try:
             self.connection.hold_close = False
             self.connection.send_logging(constants.MRD_LOGGING_ERROR, text)
             self.connection.send_close()
         except OSError as send_exc:
-            log.warning("Could not send the error to the peer: %s", send_exc)
+            log.log(logging.DEBUG if quiet else logging.WARNING, "Could not send the error to the peer: %s",
+                    send_exc)
+
+    def abort(self, text: str, wait_s: float = 2.0) -> None:
+        """Forced shutdown: send ``text`` and CLOSE from another thread, waiting at most ``wait_s``
+        (a module blocked in a send holds the writer's lock)."""
+        sender = threading.Thread(target=self.send_error, args=(text,), daemon=True,
+                                  name=f"{threading.current_thread().name}-abort")
+        sender.start()
+        sender.join(wait_s)
 
     def _finish(self) -> None:
         """When saving, record what is still coming and close the file; then send CLOSE if not yet sent."""
@@ -353,13 +412,31 @@ class Session:
             conn.stop_saving(exc)
 
 
-def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry) -> None:
-    """Run one session on a connected socket, then let the client finish reading and close."""
+def _shown(name: str) -> str:
+    """A config name for a log line or text: at most 80 characters."""
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry,
+                 sessions: dict[str, Session] | None = None) -> None:
+    """Run one session on a connected socket, then let the client finish reading and close.
+
+    ``sessions`` (threads mode) holds the running session under its thread's name (the session id)
+    while it runs, so that a forced shutdown can reach it.
+    """
     log.info("Accepted connection from %s", peer)
     sock.settimeout(config.idle_timeout_s or None)
     connection = Connection.from_socket(sock, limits=config.reader_limits, savedataFolder=config.savedata_folder,
                                         savedata=config.savedata)
-    Session(connection, config, registry, peer).run()
+    session = Session(connection, config, registry, peer)
+    sid = threading.current_thread().name
+    if sessions is not None:
+        sessions[sid] = session
+    try:
+        session.run()
+    finally:
+        if sessions is not None:
+            sessions.pop(sid, None)
     try:
         sock.shutdown(socket.SHUT_WR)
         sock.settimeout(config.drain_timeout_s)
@@ -378,6 +455,7 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
     registry = ModuleRegistry(config.module_dirs)
     connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
                                          savedataFolder=config.savedata_folder, savedata=config.savedata)
+    threading.current_thread().name = new_session_id()
     ok = Session(connection, config, registry, "stdin", module=module, stream=True).run()
     stdout.flush()
     return 0 if ok else 1
@@ -412,6 +490,7 @@ class Server:
         self._stop = threading.Event()
         self._workers: list[threading.Thread | multiprocessing.process.BaseProcess] = []
         self._sockets: set[socket.socket] = set()
+        self._sessions: dict[str, Session] = {}  # threads mode: running sessions by session id
         self._children: dict[Any, tuple[socket.socket, Any, float]] = {}
         self._lock = threading.Lock()
         self.listener: socket.socket | None = None
@@ -433,10 +512,21 @@ class Server:
         log.info("Serving MRD on %s:%d (default module '%s')", address[0], address[1], self.config.default_config)
         return address
 
+    def recover_saved(self) -> None:
+        """Report (and rename) the saved-session files that a crash left in the save folder."""
+        folder = Path(self.config.savedata_folder)
+        if not folder.is_dir():
+            return
+        try:
+            recover_crashed(folder)
+        except OSError as exc:
+            log.error("Could not check %s for files left by a crash: %s", folder, exc)
+
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop`; then wait for the sessions to end."""
         if self.listener is None:
             self.bind()
+        self.recover_saved()
         try:
             while not self._stop.is_set():
                 try:
@@ -451,6 +541,8 @@ class Server:
                 sock.settimeout(None)
                 if not self.config.allows(peer[0]):
                     log.warning("Refused a connection from %s (not in --allow)", peer[0])
+                    _send_error_and_close(sock, f"connection from {peer[0]} refused: this server accepts "
+                                                "only the networks of its --allow list")
                     sock.close()
                     continue
                 self._reap()
@@ -473,15 +565,33 @@ class Server:
         """Stop accepting; running sessions are given ``shutdown_grace_s`` to finish."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def force_stop(self) -> None:
+        """A second SIGTERM/Ctrl-C: an error text and CLOSE to every running session, session processes
+        killed; the caller then exits."""
+        text = "[server] the server is being stopped (forced shutdown); the session is ended"
+        for sid, session in list(self._sessions.items()):
+            log.warning("Ending session %s (forced shutdown)", sid)
+            session.abort(text)
+        for worker, (sock, peer, _) in list(self._children.items()):
+            log.warning("Killing session process %s for %s (forced shutdown)", worker.name, peer)
+            worker.kill()
+            worker.join(5.0)
+            _send_error_and_close(sock, text)
+
     def _start_session(self, sock: socket.socket, peer: Any) -> None:
+        sid = new_session_id()
         if self.config.multiprocessing:
             worker = multiprocessing.get_context("fork").Process(
-                target=self._run_process, args=(sock, peer), daemon=False, name=f"session-{peer[1]}")
+                target=self._run_process, args=(sock, peer), daemon=False, name=sid)
             worker.start()
             self._children[worker] = (sock, peer, time.monotonic())  # kept to report a crash
         else:
-            worker = threading.Thread(target=self._run_thread, args=(sock, peer), daemon=True,
-                                      name=f"session-{peer[1]}")
+            worker = threading.Thread(target=self._run_thread, args=(sock, peer), daemon=True, name=sid)
             with self._lock:
                 self._sockets.add(sock)
             worker.start()
@@ -489,7 +599,7 @@ class Server:
 
     def _run_thread(self, sock: socket.socket, peer: Any) -> None:
         try:
-            serve_socket(sock, peer, self.config, self.registry)
+            serve_socket(sock, peer, self.config, self.registry, self._sessions)
         finally:
             with self._lock:
                 self._sockets.discard(sock)
@@ -497,6 +607,7 @@ class Server:
     def _run_process(self, sock: socket.socket, peer: Any) -> None:
         """Session in a forked child: the parent alone listens and handles signals."""
         self.listener.close()
+        threading.current_thread().name = multiprocessing.current_process().name  # the session id
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: _shutdown_quietly(sock))
         serve_socket(sock, peer, self.config, self.registry)
@@ -519,8 +630,9 @@ class Server:
             if worker.exitcode != 0:
                 how = (f"was killed by signal {-worker.exitcode}" if worker.exitcode < 0
                        else f"exited with status {worker.exitcode}")
-                log.error("Session process for %s %s", peer, how)
+                log.error("Session process %s for %s %s", worker.name, peer, how)
                 _send_error_and_close(sock, f"[server] the session process {how}; the session is ended")
+                self.recover_saved()
             sock.close()
 
     def _wait_for_sessions(self) -> None:

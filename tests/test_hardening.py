@@ -62,7 +62,11 @@ def test_allow_refuses_other_networks_and_logs_it(tmp_path):
     srv = ServerProcess(tmp_path, "--allow", "10.0.0.0/8,192.168.0.0/16")
     try:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
-            assert sock.recv(1) == b""  # closed without a word
+            (text_id, text), close = replies(sock)  # told why, as --max-sessions does, then CLOSE
+        assert text_id == 5 and text.startswith("ERROR") and "127.0.0.1 refused" in text and "--allow" in text
+        assert close == (4, None)
+        result = run_client(srv.port, "-c", "simplefft", "-o", str(tmp_path / "o.h5"), str(_tiny_phantom(tmp_path)))
+        assert result.returncode == 1 and "--allow" in result.stdout
     finally:
         assert srv.stop() == 0
     assert "Refused a connection from 127.0.0.1" in srv.log_text()

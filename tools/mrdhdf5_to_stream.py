@@ -8,7 +8,7 @@ The stream is HEADER (the group's ``xml``, without NUL), then the acquisitions
 first when the stamps are equal) or, when the group holds no raw data, the
 images of every ``image_*`` series, then one CLOSE.  The file is read in bulk
 (acquisitions in blocks) and read-only; its layout is checked first
-(tools/_mrd_input.py), so a file that is not MRD data is refused before a byte
+(``mrdfile.check_input_group``, through ``client.read_input``), so a file that is not MRD data is refused before a byte
 is written.  Logs go to stderr only, stdout carries nothing but the stream.
 Exit status: 0 on success, 1 when the reader went away before the end, 2 for bad
 input or an output file that cannot be written.
@@ -26,9 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import h5py  # noqa: E402
 
 import mrdfile  # noqa: E402
-from client import pick_group, read_input  # noqa: E402
+from client import read_input  # noqa: E402
 from connection import MessageWriter  # noqa: E402
-from tools._mrd_input import check_input_group  # noqa: E402
 
 log = logging.getLogger("mrdhdf5_to_stream")
 
@@ -62,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with h5:
         try:
-            check_input_group(h5[pick_group(h5, args.group)], args.waveforms)
             data = read_input(h5, args.group, args.waveforms)
         except (OSError, ValueError) as exc:
             log.error("Cannot read %s: %s", args.infile, exc)
