@@ -42,3 +42,16 @@ def test_a_clone_with_nothing_beside_it_runs_the_girf_tests(tmp_path):
     resolved = subprocess.run([sys.executable, "-c", probe, str(clone / "modules")], cwd=tmp_path,
                               capture_output=True, text=True, check=True).stdout.strip()
     assert resolved == str(clone / "GIRF" / "GIRF_20200221_Duyn_method_coil2.mat")
+
+
+def test_environment_yml_lists_every_package_of_pyproject():
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11"
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower() for spec in wanted}
+    listed = {re.match(r"\s*-\s*([A-Za-z0-9_.-]+)", line).group(1).lower()
+              for line in (REPO / "environment.yml").read_text().splitlines() if re.match(r"\s*-\s*[A-Za-z]", line)}
+    assert names <= listed, f"missing from environment.yml: {sorted(names - listed)}"
