@@ -223,6 +223,7 @@ class Receiver(threading.Thread):
                 return
             count = len(self.batch)
             try:
+                mrdfile.check_room(self.h5.filename, self.batch.nbytes + 512 * count)
                 notes = self.batch.write_to(self.h5.require_group(self.group), self.fix_transposed)
                 self.h5.flush()
             except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
@@ -291,7 +292,7 @@ class Session:
             if json_text is not None:
                 writer.send_text(json_text)
             start = time.perf_counter()
-            with _progress(self.show_progress, total=self.data.count, desc="Sending", unit="msg") as bar:
+            with _progress(self.show_progress, total=self.data.count, desc="Sending", unit=" msg") as bar:
                 for _ in mrdfile.send_messages(writer, self.data.acquisitions, self.data.waveforms, self.data.images):
                     self.sent += 1
                     bar.update()
@@ -306,7 +307,7 @@ class Session:
     def _wait_for_results(self) -> None:
         """Show the images arriving (count and elapsed time) while the reconstruction runs."""
         receiver = self.receiver
-        with _progress(self.show_progress and receiver.is_alive(), desc="Receiving", unit="image",
+        with _progress(self.show_progress and receiver.is_alive(), desc="Receiving", unit=" images",
                        initial=receiver.counts["images"]) as bar:
             while receiver.is_alive():
                 receiver.join(0.2)
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Send an MRD HDF5 file to an MRD server and save the results")
     parser.add_argument("filename", help="input MRD HDF5 file (raw data or images)")
     parser.add_argument("-a", "--address", default="localhost", help="server address (default: localhost)")
-    parser.add_argument("-p", "--port", type=int, default=constants.DEFAULT_PORT,
+    parser.add_argument("-p", "--port", type=constants.tcp_port, default=constants.DEFAULT_PORT,
                         help=f"server port (default: {constants.DEFAULT_PORT})")
     parser.add_argument("-o", "--outfile", help="output file, may be the input file (default: <input>_results.h5)")
     parser.add_argument("-g", "--in-group", help="input group (default: the file's only group)")
@@ -434,11 +435,13 @@ def run(args: argparse.Namespace) -> int:
             session = Session(data, h5_out, out_group, args.fix_transposed,
                               show_progress=not args.quiet and sys.stderr.isatty())
             session.run(sock, config, config_text, json_text)
-            try:
-                mrdfile.write_xml(h5_out.require_group(out_group), data.xml)
-            except (OSError, ValueError, RuntimeError) as exc:
-                session.receiver.store_failure = (session.receiver.store_failure
-                                                  or f"storing the header in {outfile}:/{out_group} failed: {exc}")
+            receiver = session.receiver
+            if receiver.store_failure is None:
+                try:
+                    mrdfile.check_room(outfile, len(data.xml.encode()) + 4096)
+                    mrdfile.write_xml(h5_out.require_group(out_group), data.xml)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    receiver.store_failure = f"storing the header in {outfile}:/{out_group} failed: {exc}"
     if session.interrupted:
         log.error("Interrupted (Ctrl-C) after %d of %d items sent; %d images received (%s) kept in %s:/%s",
                   session.sent, data.count, session.receiver.counts["images"], session.stored_series(), outfile,

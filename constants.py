@@ -5,6 +5,7 @@ This file is the single source of the numbers of the MRD streaming protocol
 ``struct.Struct`` objects and ``SIZEOF_*`` companions are kept because modules
 written for python-ismrmrd-server import them.
 """
+import argparse
 import ctypes
 import enum
 import struct
@@ -101,3 +102,14 @@ MRD_LOGGING_ERROR = "ERROR   "
 MRD_LOGGING_CRITICAL = "CRITICAL"
 
 DEFAULT_PORT = 9002
+
+
+def tcp_port(text: str) -> int:
+    """The ``-p``/``--port`` value of the server and the client: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535)")
+    return port

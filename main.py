@@ -39,7 +39,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="MRD reconstruction server (MRD v1 streaming protocol)",
                                      formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("-p", "--port", type=_port, default=constants.DEFAULT_PORT, help="TCP port (0: any free port)")
+    parser.add_argument("-p", "--port", type=constants.tcp_port, default=constants.DEFAULT_PORT,
+                        help="TCP port (0: any free port)")
     parser.add_argument("-H", "--host", default="0.0.0.0", help="address to listen on")
     parser.add_argument("-d", "--defaultConfig", default="invertcontrast",
                         help="module used when the requested config is unknown")
@@ -72,17 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
                         help="how long running sessions may take to finish after SIGTERM/SIGINT")
     return parser
-
-
-def _port(text: str) -> int:
-    """``--port`` value: 0 (any free port) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535; 0: any free port)")
-    return port
 
 
 def _networks(text: str) -> tuple:

@@ -17,7 +17,11 @@ read whole datasets and append whole batches, with the record types of
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
+import resource
+import shutil
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import h5py
@@ -368,6 +372,23 @@ class ItemBatch:
         heads = np.frombuffer(b"".join(bytes(im.getHead()) for im in images), dtype=IMAGE_HEADER_DTYPE)
         return append_images(group, heads, [im.attribute_string for im in images], [im.data for im in images],
                              fix_transposed)
+
+
+def check_room(path: str | Path, nbytes: int) -> None:
+    """OSError (ENOSPC) when writing ``nbytes`` more to the HDF5 file ``path`` would not fit on its disk
+    or under the file-size limit (``ulimit -f``).
+
+    Call it before every write: HDF5 does not survive a failed write (the process can crash in
+    the library, or when it later closes the file), so a write is better refused than tried.
+    """
+    path = Path(path)
+    needed = int(nbytes * 1.1) + (1 << 20)
+    room = shutil.disk_usage(path.parent).free
+    soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if soft_limit != resource.RLIM_INFINITY:
+        room = min(room, soft_limit - path.stat().st_size)
+    if needed > room:
+        raise OSError(errno.ENOSPC, f"no room for {needed} more bytes ({max(room, 0)} left)", str(path))
 
 
 def write_text(group: h5py.Group, name: str, text: str) -> None:

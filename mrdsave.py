@@ -16,14 +16,11 @@ the last batch.  Such a file keeps its ``MRD_input_`` name; :func:`recover_crash
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue
 import re
-import resource
 import secrets
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -60,7 +57,7 @@ class SessionRecorder:
 
     flush_bytes = 64 << 20
     flush_seconds = 2.0
-    queued_batches = 2
+    queued_batches = 1  # with the batch being written and the one filling: little unsaved data, bounded memory
 
     def __init__(self, path: Path, header_xml: str) -> None:
         self.path = path
@@ -132,7 +129,7 @@ class SessionRecorder:
             if self._error is not None:
                 continue
             try:
-                self._check_room(batch.nbytes + 512 * len(batch))
+                mrdfile.check_room(self.path, batch.nbytes + 512 * len(batch))
                 batch.write_to(self.group)
                 self._sync()
             except (OSError, RuntimeError, ValueError) as exc:
@@ -142,16 +139,6 @@ class SessionRecorder:
         """Flush HDF5's buffers and metadata, then fsync: the file on disk is complete up to here."""
         self._file.flush()
         os.fsync(self._file.id.get_vfd_handle())
-
-    def _check_room(self, nbytes: int) -> None:
-        """Refuse a write that would not fit on the disk or under the file-size limit (``ulimit -f``)."""
-        needed = int(nbytes * 1.1) + (1 << 20)
-        room = shutil.disk_usage(self.path.parent).free
-        soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if soft_limit != resource.RLIM_INFINITY:
-            room = min(room, soft_limit - self.path.stat().st_size)
-        if needed > room:
-            raise OSError(errno.ENOSPC, f"no room for {needed} more bytes ({max(room, 0)} left)", str(self.path))
 
     def _stop_writer(self) -> None:
         self._queue.put(None)

@@ -364,6 +364,9 @@ class Session:
             conn = self.connection
             log.info("The client disconnected (%s) while %s ran; %d acquisitions, %d images, %d waveforms "
                      "received", exc, where, conn.recvAcqs, conn.recvImages, conn.recvWaveforms)
+        elif isinstance(exc, MrdError):  # bad input or configuration: the message says it all
+            log.error("Error in %s: %s: %s", where, type(exc).__name__, exc)
+            log.debug("Traceback of that error: %s", "".join(traceback.format_exception(exc)).rstrip())
         else:
             log.error("Error in %s: %s", where, "".join(traceback.format_exception(exc)).rstrip())
         self.send_error(f"[{where}] {type(exc).__name__}: {exc}", quiet=disconnected)

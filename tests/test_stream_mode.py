@@ -502,3 +502,13 @@ def test_stream_to_mrdhdf5_refuses_a_group_name_held_by_a_dataset(tmp_path):
     assert "/dataset is not a group" in line and "Traceback" not in line
     with h5py.File(outfile, "r") as f:
         assert list(f["dataset"][...]) == [0, 1, 2]
+
+
+def test_an_hdf5_file_piped_into_stream_mode_is_named_as_such(phantom, tmp_path):
+    with open(phantom, "rb") as stdin:
+        result = subprocess.run(STREAM_SERVER + ["-c", "simplefft"], stdin=stdin, capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.decode().splitlines() if " - ERROR - " in line]
+    assert len(errors) == 1 and "this looks like an HDF5 file, not an MRD stream" in errors[0]
+    assert "tools/mrdhdf5_to_stream.py" in errors[0] and "Traceback" not in result.stderr.decode()
+    assert result.stdout == b"\x04\x00"  # still a valid stream: CLOSE

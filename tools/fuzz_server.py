@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO_DIR))
 
 from connection import MessageReader, MessageWriter, MrdError  # noqa: E402
 from constants import MessageID  # noqa: E402
+from main import DefaultsHelpFormatter  # noqa: E402
 
 CONFIGS = ("simplefft", "invertcontrast", "null")
 EXTRAS = ("json", "text", "waveform", "image", "ndarray")
@@ -589,7 +590,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--cases", type=int, default=10000, help="number of cases")
     parser.add_argument("--seed", type=int, default=0, help="seed; case N is drawn from default_rng([seed, N])")
     parser.add_argument("-m", "--multiprocessing", action="store_true", help="start the server with -m")
