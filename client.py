@@ -18,6 +18,7 @@ arguments, input or output; 130 after Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -32,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 import constants
 import mrdfile
@@ -236,9 +235,36 @@ class Receiver(threading.Thread):
             log.warning("%s:/%s: %s", self.h5.filename, self.group, note)
 
 
-def _progress(enabled: bool, **kwargs: Any) -> tqdm:
-    """A progress bar on stderr (when ``enabled``: a terminal and not -q)."""
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, mininterval=0.2, **kwargs)
+class _NoProgress:
+    """Stands in for a tqdm bar where none is shown: tqdm is imported only for a terminal (it takes
+    50 ms, a tenth of a small session)."""
+
+    n = 0
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+
+def _progress(enabled: bool, **kwargs: Any) -> Any:
+    """A tqdm progress bar on stderr when ``enabled`` (a terminal and not -q)."""
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+    return tqdm(file=sys.stderr, dynamic_ncols=True, mininterval=0.2, **kwargs)
+
+
+def _logging_beside_progress(enabled: bool) -> contextlib.AbstractContextManager:
+    """While bars are shown, log lines go through tqdm, which clears the bar, writes, and redraws it."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+    return logging_redirect_tqdm()
 
 
 @dataclasses.dataclass
@@ -265,19 +291,18 @@ class Session:
         self.receiver = Receiver(MessageReader(stream), self.h5_out, self.out_group, self.fix_transposed)
         self.receiver.start()
         try:
-            with logging_redirect_tqdm():
+            with _logging_beside_progress(self.show_progress):
                 self._send(sock, config, config_text, json_text)
                 self._wait_for_results()
         except KeyboardInterrupt:
-            # Ctrl-C: end the connection (the server logs the disconnect) and let the receiver store
-            # what already arrived before the files are closed.
             self.interrupted = True
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.receiver.join(10.0)
         finally:
+            if self.receiver.is_alive():  # Ctrl-C or a failure: end the connection (the server logs the
+                try:                      # disconnect) and let the receiver store what already arrived
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self.receiver.join(10.0)
             stream.close()
             sock.close()
 
