@@ -146,6 +146,8 @@ class Receiver(threading.Thread):
 
     It reads to the end whatever happens to storing: a failure to store is kept in
     ``store_failure`` (and later items are counted in ``lost``), never lets the thread die.
+    ``finished`` is set once the last batch is stored (waited on instead of ``join``: in Python 3.11
+    a ``join`` interrupted by Ctrl-C marks a running thread as stopped).
     """
 
     def __init__(self, reader: MessageReader, h5: h5py.File, group: str, fix_transposed: bool) -> None:
@@ -164,6 +166,7 @@ class Receiver(threading.Thread):
         self.lost = 0
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self.finished = threading.Event()
 
     def run(self) -> None:
         try:
@@ -180,6 +183,7 @@ class Receiver(threading.Thread):
             self.failure = f"receiving failed: {exc}"
         finally:
             self.flush()
+            self.finished.set()
 
     def _take(self, msg_id: int, item: Any) -> None:
         if msg_id == MessageID.TEXT:
@@ -297,12 +301,12 @@ class Session:
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
-            if self.receiver.is_alive():  # Ctrl-C or a failure: end the connection (the server logs the
-                try:                      # disconnect) and let the receiver store what already arrived
+            if not self.receiver.finished.is_set():  # Ctrl-C or a failure: end the connection (the server
+                try:                                 # logs the disconnect); the receiver stores what arrived
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-                self.receiver.join(10.0)
+                self.receiver.finished.wait(10.0)
             stream.close()
             sock.close()
 
@@ -321,7 +325,7 @@ class Session:
                 for _ in mrdfile.send_messages(writer, self.data.acquisitions, self.data.waveforms, self.data.images):
                     self.sent += 1
                     bar.update()
-                    if not receiver.is_alive():
+                    if receiver.finished.is_set():
                         break
                 writer.send_close()
                 self.send_seconds = time.perf_counter() - start
@@ -332,10 +336,9 @@ class Session:
     def _wait_for_results(self) -> None:
         """Show the images arriving (count and elapsed time) while the reconstruction runs."""
         receiver = self.receiver
-        with _progress(self.show_progress and receiver.is_alive(), desc="Receiving", unit=" images",
+        with _progress(self.show_progress and not receiver.finished.is_set(), desc="Receiving", unit=" images",
                        initial=receiver.counts["images"]) as bar:
-            while receiver.is_alive():
-                receiver.join(0.2)
+            while not receiver.finished.wait(0.2):
                 bar.update(receiver.counts["images"] - bar.n)
 
     def stored_series(self) -> str:
