@@ -87,6 +87,24 @@ def generate_phantom(path: Path, *args: str) -> Path:
     return path
 
 
+def open_saved_session(port: int, phantom: Path, count: int):
+    """A ``savedataonly`` session that sends the first ``count`` acquisitions of ``phantom`` and stays
+    connected; returns (socket, the acquisitions sent as an ``mrdfile.AcquisitionBlock``)."""
+    import mrdfile
+    from connection import MessageWriter
+
+    with h5py.File(phantom, "r") as f:
+        xml = mrdfile.read_xml(f["dataset"])
+        block = next(mrdfile.iter_acquisition_blocks(f["dataset/data"], rows=count))
+    sock = socket.create_connection(("127.0.0.1", port))
+    writer = MessageWriter.for_socket(sock)
+    writer.send_config_file("savedataonly")
+    writer.send_header(xml)
+    for i in range(count):
+        writer.send_acquisition_parts(block.heads[i:i + 1].tobytes(), block.traj[i], block.data[i])
+    return sock, block
+
+
 def nrmse(image: np.ndarray, reference: np.ndarray) -> float:
     """Normalised RMS error after fitting one real scale (output scaling is arbitrary)."""
     image = np.asarray(image, dtype=np.float64).ravel()

@@ -3,7 +3,6 @@ a saved 270 MB session leaves a file that plain h5py opens read-only, holding ev
 last batch; the server reports (and renames) such files at start-up and when a session process died."""
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import numpy as np
 import pytest
 
 import mrdfile
-from conftest import ServerProcess, generate_phantom, run_client
-from connection import MessageReader, MessageWriter
+from conftest import ServerProcess, generate_phantom, open_saved_session, run_client
+from connection import MessageReader
 
 SENT_BEFORE_KILL = 1200  # of the 2048 readouts (131 kB each): about 157 MB
 SETTLE_S = 4.0  # > mrdsave's 2 s batch age + the time to write and fsync a batch
@@ -23,20 +22,6 @@ SETTLE_S = 4.0  # > mrdsave's 2 s batch age + the time to write and fsync a batc
 def big_phantom(tmp_path_factory):
     """268 MB of raw data: 2048 readouts of 512 samples x 32 coils."""
     return generate_phantom(tmp_path_factory.mktemp("big") / "big.h5", "-m", "256", "-c", "32", "-r", "8")
-
-
-def start_saved_session(port: int, phantom: Path, count: int) -> tuple[socket.socket, mrdfile.AcquisitionBlock]:
-    """A savedataonly session that sends the first ``count`` acquisitions and then waits, connected."""
-    with h5py.File(phantom, "r") as f:
-        xml = mrdfile.read_xml(f["dataset"])
-        block = next(mrdfile.iter_acquisition_blocks(f["dataset/data"], rows=count))
-    sock = socket.create_connection(("127.0.0.1", port))
-    writer = MessageWriter.for_socket(sock)
-    writer.send_config_file("savedataonly")
-    writer.send_header(xml)
-    for i in range(count):
-        writer.send_acquisition_parts(block.heads[i:i + 1].tobytes(), block.traj[i], block.data[i])
-    return sock, block
 
 
 def assert_holds_the_first(path: Path, block: mrdfile.AcquisitionBlock, count: int) -> None:
@@ -55,7 +40,7 @@ def child_pids(pid: int) -> list[int]:
 
 def test_sigkill_of_the_server_leaves_a_readable_file_with_every_saved_acquisition(big_phantom, tmp_path):
     srv = ServerProcess(tmp_path)
-    sock, block = start_saved_session(srv.port, big_phantom, SENT_BEFORE_KILL)
+    sock, block = open_saved_session(srv.port, big_phantom, SENT_BEFORE_KILL)
     time.sleep(SETTLE_S)
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
@@ -76,7 +61,7 @@ def test_sigkill_of_the_server_leaves_a_readable_file_with_every_saved_acquisiti
 
 def test_sigkill_mid_stream_still_leaves_a_readable_prefix(big_phantom, tmp_path):
     srv = ServerProcess(tmp_path)
-    sock, block = start_saved_session(srv.port, big_phantom, 2048)  # the server is killed while it receives
+    sock, block = open_saved_session(srv.port, big_phantom, 2048)  # the server is killed while it receives
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(10)
     sock.close()
@@ -90,7 +75,7 @@ def test_sigkill_mid_stream_still_leaves_a_readable_prefix(big_phantom, tmp_path
 def test_killed_session_process_is_reported_and_its_file_kept_while_the_server_goes_on(big_phantom, tmp_path):
     srv = ServerProcess(tmp_path, "-m")
     try:
-        sock, block = start_saved_session(srv.port, big_phantom, SENT_BEFORE_KILL)
+        sock, block = open_saved_session(srv.port, big_phantom, SENT_BEFORE_KILL)
         time.sleep(SETTLE_S)
         (child,) = child_pids(srv.proc.pid)
         os.kill(child, signal.SIGKILL)

@@ -1,7 +1,6 @@
 """Saving incoming data (-s, savedataonly): complete files after broken sessions, a full disk, SIGTERM."""
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-import mrdfile
-from conftest import REPO, ServerProcess, free_port, generate_phantom, run_client, wait_for_port
-from connection import MessageReader, MessageWriter
+from conftest import (REPO, ServerProcess, free_port, generate_phantom, open_saved_session, run_client,
+                      wait_for_port)
+from connection import MessageReader
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +21,7 @@ def phantom(tmp_path_factory):
 
 def send_partial_session(port, phantom, count, cut_last=False):
     """savedataonly session that sends ``count`` acquisitions (the last one cut short) and vanishes."""
-    with h5py.File(phantom, "r") as f:
-        xml = mrdfile.read_xml(f["dataset"])
-        block = next(mrdfile.iter_acquisition_blocks(f["dataset/data"], rows=count))
-    sock = socket.create_connection(("127.0.0.1", port))
-    writer = MessageWriter.for_socket(sock)
-    writer.send_config_file("savedataonly")
-    writer.send_header(xml)
-    for i in range(count):
-        writer.send_acquisition_parts(block.heads[i:i + 1].tobytes(), block.traj[i], block.data[i])
+    sock, block = open_saved_session(port, phantom, count)
     if cut_last:
         sock.sendall(b"\xf0\x03" + block.heads[0:1].tobytes()[:100])  # ID 1008 and a third of a header
     sock.close()
@@ -65,15 +56,8 @@ def test_client_vanishing_mid_session_leaves_a_complete_file(phantom, tmp_path, 
 def test_sigterm_while_saving_finishes_the_file(phantom, tmp_path):
     srv = ServerProcess(tmp_path, "-m", "--shutdown-grace", "1")
     try:
-        with h5py.File(phantom, "r") as f:
-            xml = mrdfile.read_xml(f["dataset"])
-            block = next(mrdfile.iter_acquisition_blocks(f["dataset/data"], rows=40))
-        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
-            writer = MessageWriter.for_socket(sock)
-            writer.send_config_file("savedataonly")
-            writer.send_header(xml)
-            for i in range(40):
-                writer.send_acquisition_parts(block.heads[i:i + 1].tobytes(), block.traj[i], block.data[i])
+        sock, _ = open_saved_session(srv.port, phantom, 40)
+        with sock:
             time.sleep(0.5)
             srv.proc.send_signal(signal.SIGTERM)  # the client stays connected and silent
             assert srv.proc.wait(30) == 0
