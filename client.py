@@ -150,8 +150,10 @@ class Receiver(threading.Thread):
     a ``join`` interrupted by Ctrl-C marks a running thread as stopped).
     """
 
-    def __init__(self, reader: MessageReader, h5: h5py.File, group: str, fix_transposed: bool) -> None:
+    def __init__(self, reader: MessageReader, h5: h5py.File, group: str, fix_transposed: bool,
+                 json_source: str = "none") -> None:
         super().__init__(name="receiver", daemon=True)
+        self.json_source = json_source  # named beside a server error about the JSON configuration
         self.reader = reader
         self.h5 = h5
         self.group = group
@@ -190,7 +192,8 @@ class Receiver(threading.Thread):
             self.counts["texts"] += 1
             if item.startswith(("ERROR", "CRITICAL", "ERR")):
                 self.errors.append(item)
-                log.error("Server: %s", item)
+                sent_from = f" (the JSON configuration was {self.json_source})" if "JSON configuration" in item else ""
+                log.error("Server: %s%s", item, sent_from)
             else:
                 log.info("Server: %s", item)
             return
@@ -280,6 +283,7 @@ class Session:
     out_group: str
     fix_transposed: bool
     show_progress: bool
+    json_source: str = "none"
     writer: MessageWriter | None = None
     receiver: Receiver | None = None
     sent: int = 0
@@ -292,7 +296,8 @@ class Session:
         """Send everything while the receiver thread stores the replies; wait for the server's CLOSE."""
         self.writer = MessageWriter.for_socket(sock, text_nul=True)
         stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-        self.receiver = Receiver(MessageReader(stream), self.h5_out, self.out_group, self.fix_transposed)
+        self.receiver = Receiver(MessageReader(stream), self.h5_out, self.out_group, self.fix_transposed,
+                                 self.json_source)
         self.receiver.start()
         try:
             with _logging_beside_progress(self.show_progress):
@@ -461,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
                 log.error("%s", exc)
                 return EXIT_FAILED
             session = Session(data, h5_out, out_group, args.fix_transposed,
-                              show_progress=not args.quiet and sys.stderr.isatty())
+                              show_progress=not args.quiet and sys.stderr.isatty(), json_source=json_source)
             session.run(sock, config, config_text, json_text)
             receiver = session.receiver
             if receiver.store_failure is None:

@@ -15,7 +15,6 @@ import ipaddress
 import json
 import logging
 import multiprocessing
-import os
 import re
 import secrets
 import signal

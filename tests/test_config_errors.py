@@ -120,7 +120,8 @@ def test_json_value_that_is_no_int_names_the_key_and_types(server, tmp_path, spi
     result, _ = client(server, tmp_path, "filter", data)
     text = f"JSON configuration: parameters.filterSize must be an int, got {given}"
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"[module 'filter'] ConfigError: {text}" in result.stdout
+    assert f"[module 'filter'] ConfigError: {text} (the JSON configuration was {tmp_path / 'filter.json'})" \
+        in result.stdout  # the client names the file it sent
     assert text in server.log_text()
     assert_good_session(server, tmp_path, spiral)
 
