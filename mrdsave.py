@@ -16,6 +16,7 @@ the last batch.  Such a file keeps its ``MRD_input_`` name; :func:`recover_crash
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -65,6 +66,7 @@ class SessionRecorder:
         # The default (oldest) file format on purpose: libver="latest" marks the file "open for
         # write" in its superblock, and h5py refuses such a file after a crash until `h5clear -s`.
         self._file = h5py.File(path, "w")
+        self._claim = _claim(path)
         self.group = self._file.require_group("dataset")
         self._lock = threading.Lock()
         self._batch = mrdfile.ItemBatch()
@@ -154,6 +156,7 @@ class SessionRecorder:
             self._file.close()
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("Closing %s after a failed write: %s", self.path, exc)
+        os.close(self._claim)
 
     def close(self) -> Path:
         """Write the rest, sync to disk, close and rename by protocol name; returns the final path."""
@@ -166,20 +169,48 @@ class SessionRecorder:
         self._sync()
         self._file.close()
         self.path = self.path.rename(final_path(self.path, self._xml))
+        os.close(self._claim)
         log.info("Saved incoming data to %s", self.path)
         return self.path
+
+
+def _claim(path: Path) -> int:
+    """A POSIX record lock on ``path``, held while the session writes it; returns the descriptor.
+
+    HDF5's own lock (``flock``) already keeps other processes out, but users turn it off
+    (``HDF5_USE_FILE_LOCKING=FALSE``, common on NFS); this one also works there, so
+    :func:`recover_crashed` never takes a file that a live session is writing.
+    """
+    fd = os.open(path, os.O_RDWR)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _claimed(path: Path) -> bool:
+    """Whether a live process holds the :func:`_claim` lock of ``path``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
 
 
 def recover_crashed(folder: str | Path) -> list[Path]:
     """Report and rename the session files a crash left in ``folder``; returns their new paths.
 
-    A file still named ``MRD_input_*.h5`` was never closed.  One that another live
-    process is writing is locked by HDF5 and skipped; any other opens as it is
+    A file still named ``MRD_input_*.h5`` was never closed.  One that a live process is
+    writing (its :func:`_claim` lock, or HDF5's own) is skipped; any other opens as it is
     (see the module docstring) and is renamed ``<protocolName>_<stamp>_<random>_incomplete.h5``.
     """
     recovered = []
     for path in sorted(Path(folder).glob(f"{PARTIAL_PREFIX}*.h5")):
         try:
+            if _claimed(path):
+                log.debug("%s is being written by another process", path)
+                continue
             with h5py.File(path, "r") as h5:
                 group = h5.get("dataset")
                 xml = (mrdfile.read_xml(group) if group is not None else None) or ""
@@ -187,7 +218,7 @@ def recover_crashed(folder: str | Path) -> list[Path]:
                           for name in ("data", "waveforms")}
                 images = sum(group[s]["header"].shape[0] for s in mrdfile.image_series_names(group)
                              if "header" in group[s]) if group is not None else 0
-        except BlockingIOError:
+        except BlockingIOError:  # HDF5's lock: a live writer
             log.debug("%s is being written by another process", path)
             continue
         except (OSError, KeyError, ValueError) as exc:

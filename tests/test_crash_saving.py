@@ -3,6 +3,8 @@ a saved 270 MB session leaves a file that plain h5py opens read-only, holding ev
 last batch; the server reports (and renames) such files at start-up and when a session process died."""
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 import mrdfile
-from conftest import ServerProcess, generate_phantom, open_saved_session, run_client
+from conftest import REPO, ServerProcess, generate_phantom, open_saved_session, run_client
 from connection import MessageReader
 
 SENT_BEFORE_KILL = 1200  # of the 2048 readouts (131 kB each): about 157 MB
@@ -94,3 +96,26 @@ def test_killed_session_process_is_reported_and_its_file_kept_while_the_server_g
         assert result.returncode == 0, result.stdout  # the server goes on
     finally:
         assert srv.stop() == 0
+
+
+def test_a_file_that_a_live_session_writes_is_never_taken_even_without_hdf5_locking(tmp_path):
+    # HDF5_USE_FILE_LOCKING=FALSE (common advice on NFS) switches HDF5's own lock off; the recorder's
+    # POSIX lock still tells the recovery that the file is in use.
+    env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE", "PYTHONPATH": str(REPO)}
+    writer = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time, mrdsave; mrdsave.SessionRecorder.start(sys.argv[1], 'x', True, None, "
+                               "'<protocolName>P</protocolName>'); print('ready', flush=True); time.sleep(60)",
+                               str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True)
+    recover = [sys.executable, "-c", "import sys, mrdsave; print(len(mrdsave.recover_crashed(sys.argv[1])))",
+               str(tmp_path)]
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        (live,) = tmp_path.glob("MRD_input_*.h5")
+        assert subprocess.run(recover, env=env, capture_output=True, text=True).stdout == "0\n"
+        assert live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert subprocess.run(recover, env=env, capture_output=True, text=True).stdout == "1\n"
+    assert [p.name for p in tmp_path.glob("P_*_incomplete.h5")] == [live.name.replace("MRD_input_", "P_")
+                                                                     .replace(".h5", "_incomplete.h5")]
