@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = "MRD_input_"
 RECOVERED_SUFFIX = "_incomplete"
+# Set on the group when a session's file is closed: a file whose header names no protocol keeps
+# its MRD_input_ name (as upstream's), and must not be taken for one that a crash left behind.
+COMPLETE_ATTRIBUTE = "saved_complete"
 PROTOCOL_NAME = re.compile(r"<protocolName>([^<]*)</protocolName>")
 
 
@@ -166,6 +169,7 @@ class SessionRecorder:
             self._queue.put(batch)
         self._stop_writer()
         self._raise_write_error()
+        self.group.attrs[COMPLETE_ATTRIBUTE] = True
         self._sync()
         self._file.close()
         self.path = self.path.rename(final_path(self.path, self._xml))
@@ -201,18 +205,23 @@ def _claimed(path: Path) -> bool:
 def recover_crashed(folder: str | Path) -> list[Path]:
     """Report and rename the session files a crash left in ``folder``; returns their new paths.
 
-    A file still named ``MRD_input_*.h5`` was never closed.  One that a live process is
-    writing (its :func:`_claim` lock, or HDF5's own) is skipped; any other opens as it is
-    (see the module docstring) and is renamed ``<protocolName>_<stamp>_<random>_incomplete.h5``.
+    A file still named ``MRD_input_*.h5`` was never closed, unless it says it was
+    (``COMPLETE_ATTRIBUTE``: its header names no protocol) or it was recovered before.  One that a
+    live process is writing (its :func:`_claim` lock, or HDF5's own) is skipped; any other opens
+    as it is (see the module docstring) and is renamed ``<protocolName>_<stamp>_<random>_incomplete.h5``.
     """
     recovered = []
     for path in sorted(Path(folder).glob(f"{PARTIAL_PREFIX}*.h5")):
+        if path.stem.endswith(RECOVERED_SUFFIX):
+            continue
         try:
             if _claimed(path):
                 log.debug("%s is being written by another process", path)
                 continue
             with h5py.File(path, "r") as h5:
                 group = h5.get("dataset")
+                if group is not None and group.attrs.get(COMPLETE_ATTRIBUTE, False):
+                    continue
                 xml = (mrdfile.read_xml(group) if group is not None else None) or ""
                 counts = {name: (group[name].shape[0] if group is not None and name in group else 0)
                           for name in ("data", "waveforms")}

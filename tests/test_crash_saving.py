@@ -119,3 +119,22 @@ def test_a_file_that_a_live_session_writes_is_never_taken_even_without_hdf5_lock
     assert subprocess.run(recover, env=env, capture_output=True, text=True).stdout == "1\n"
     assert [p.name for p in tmp_path.glob("P_*_incomplete.h5")] == [live.name.replace("MRD_input_", "P_")
                                                                      .replace(".h5", "_incomplete.h5")]
+
+
+def test_files_without_a_protocol_name_are_told_apart_from_crashed_ones(tmp_path):
+    # Without <protocolName> a finished file keeps its MRD_input_ name, as upstream's does.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    save = ("import sys, mrdsave; rec = mrdsave.SessionRecorder.start(sys.argv[1], 'x', True, None, '<x/>'); "
+            "print(rec.close() if sys.argv[2] == 'close' else rec.path, flush=True); "
+            "import os; os._exit(0)")  # 'crash': the process ends without closing the file
+    finished = Path(subprocess.run([sys.executable, "-c", save, str(tmp_path), "close"], env=env,
+                                   capture_output=True, text=True, check=True).stdout.strip())
+    crashed = Path(subprocess.run([sys.executable, "-c", save, str(tmp_path), "crash"], env=env,
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    assert finished.name.startswith("MRD_input_") and crashed.name.startswith("MRD_input_")
+    recover = [sys.executable, "-c", "import sys, mrdsave; print([p.name for p in mrdsave.recover_crashed(sys.argv[1])])",
+               str(tmp_path)]
+    first = subprocess.run(recover, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert first == str([crashed.stem + "_incomplete.h5"])
+    assert subprocess.run(recover, env=env, capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert finished.exists()
