@@ -166,7 +166,6 @@ class Receiver(threading.Thread):
         self.failure: str | None = None
         self.store_failure: str | None = None
         self.lost = 0
-        self._lock = threading.Lock()
         self._last_flush = time.monotonic()
         self.finished = threading.Event()
 
@@ -199,10 +198,9 @@ class Receiver(threading.Thread):
             return
         if msg_id == MessageID.IMAGE:
             self._note_series(item)
-        with self._lock:
-            if not self.batch.add(item):
-                log.warning("Ignoring message %d from the server", msg_id)
-                return
+        if not self.batch.add(item):
+            log.warning("Ignoring message %d from the server", msg_id)
+            return
         self.counts[COUNT_KEYS[msg_id]] += 1
         if self.batch.nbytes >= FLUSH_BYTES or time.monotonic() - self._last_flush > FLUSH_SECONDS:
             self.flush()
@@ -219,25 +217,25 @@ class Receiver(threading.Thread):
 
     def flush(self) -> None:
         """Append what was received so far to the output group (and flush the file)."""
-        with self._lock:
-            self._last_flush = time.monotonic()
-            if not len(self.batch):
-                return
-            if self.store_failure is not None:
-                self.lost += len(self.batch)
-                self.batch.clear()
-                return
-            count = len(self.batch)
-            try:
-                mrdfile.check_room(self.h5.filename, self.batch.nbytes + 512 * count)
-                notes = self.batch.write_to(self.h5.require_group(self.group), self.fix_transposed)
-                self.h5.flush()
-            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-                self.store_failure = (f"storing in {self.h5.filename}:/{self.group} failed: "
-                                      f"{type(exc).__name__}: {exc}")
-                self.lost += count
-                log.error("%s", self.store_failure)
-                return
+        self._last_flush = time.monotonic()
+        if not len(self.batch):
+            return
+        if self.store_failure is not None:
+            self.lost += len(self.batch)
+            self.batch.clear()
+            return
+        count = len(self.batch)
+        try:
+            mrdfile.check_room(self.h5.filename, self.batch.nbytes + 512 * count)
+            notes = self.batch.write_to(self.h5.require_group(self.group), self.fix_transposed)
+            self.h5.flush()
+        except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
+            self.store_failure = (f"storing in {self.h5.filename}:/{self.group} failed: "
+                                  f"{type(exc).__name__}: {exc}")
+            self.lost += count
+            self.batch.clear()  # counted as lost once
+            log.error("%s", self.store_failure)
+            return
         for note in notes:
             log.warning("%s:/%s: %s", self.h5.filename, self.group, note)
 
