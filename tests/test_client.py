@@ -102,7 +102,8 @@ def test_unwritable_output_is_refused_before_anything_is_sent(phantom, tmp_path,
 
 
 def test_a_failure_to_store_is_exit_1_naming_file_group_and_reason(server, phantom, tmp_path):
-    (tmp_path / "paced.json").write_text(json.dumps({"parameters": {"series": 2, "images": 300}}))
+    # 600 images over 3 s: the receiver tries to store more than once (every 2 s) after the first refusal
+    (tmp_path / "paced.json").write_text(json.dumps({"parameters": {"series": 2, "images": 300, "send_delay": 0.005}}))
     out = tmp_path / "out.h5"
     limit = 2 << 20  # the output may not grow beyond 2 MB: like a full disk
 
