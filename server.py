@@ -9,17 +9,21 @@ client gets exactly one CLOSE and the server goes on serving.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import ipaddress
 import json
 import logging
 import multiprocessing
+import os
 import re
 import secrets
 import signal
+import site
 import socket
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -58,6 +62,8 @@ class ServerConfig:
     savedata_folder: str = "/tmp/share/saved_data"
     multiprocessing: bool = False
     module_dirs: tuple[Path, ...] = (REPO_DIR / "modules",)
+    # FIRE's sync script copies user code to <share>/code; searched after the repository and the working directory.
+    share_code_dir: Path = Path(os.environ.get("MRD_SHARE_DIR", "/tmp/share")) / "code"
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
     preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow")
@@ -83,44 +89,105 @@ class ServerConfig:
         return any(address in network for network in self.allow)
 
 
-class ModuleRegistry:
-    """Finds and imports session modules, allowing only files of the module folders.
+# The server's own files and tools are never session modules, whatever folder a name is found in.
+SERVER_FILES = frozenset({"main", "server", "connection", "constants", "mrdhelper", "client", "mrdfile", "mrdsave"}
+                         | {p.stem for p in (REPO_DIR / "tools").glob("*.py")})
 
-    A module is ``<folder>/<name>.py`` with ``name`` matching ``[A-Za-z0-9_]+``
-    and not starting with ``_`` (helpers).  The folders go on ``sys.path`` so a
-    module can import its own helpers; imports are cached for the process.
+
+class ModuleLoadError(MrdError):
+    """A module file exists but cannot serve: it does not parse or import, or defines no process()."""
+
+
+def _library_dirs() -> set[Path]:
+    """The standard library's and the installed packages' folders: never searched for modules."""
+    paths = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    return {Path(p).resolve() for p in paths}
+
+
+def _defines_process(tree: ast.Module) -> bool:
+    """Whether a module's top level binds ``process`` (def, assignment, import), or may (``import *``)."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "process":
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "process" for t in targets):
+                return True
+        if isinstance(node, ast.ImportFrom) and any(a.name == "*" or (a.asname or a.name) == "process"
+                                                    for a in node.names):
+            return True
+    return False
+
+
+class ModuleRegistry:
+    """Finds and imports session modules where python-ismrmrd-server users keep them.
+
+    A config name ``n`` (``[A-Za-z0-9_]+``, not starting with ``_``, not a server file, not the
+    name of a standard-library or installed module) selects the first ``n.py`` in: the
+    ``--modules`` folders, ``modules/``, the repository root, the working directory, the FIRE
+    share's ``code/`` folder (``share_code_dir``) and the ``PYTHONPATH`` folders; the standard
+    library's and site-packages' folders are never searched.  The file must define
+    ``process``: that is checked on its syntax tree before it runs, so a script that happens to
+    lie in one of these folders is never executed.  A found file that does not parse, fails to
+    import or defines no ``process`` raises :class:`ModuleLoadError` (an error for the client);
+    an unknown name is ``None`` from :meth:`find` (the session falls back to the default).
+    Imports are cached for the process, as upstream's are.
     """
 
-    def __init__(self, dirs: tuple[Path, ...]) -> None:
-        self.dirs = tuple(Path(d).resolve() for d in dirs)
-        self._lock = threading.Lock()
-        for d in reversed(self.dirs):
+    def __init__(self, dirs: tuple[Path, ...], share_code_dir: Path | None = None) -> None:
+        self.module_dirs = tuple(Path(d).resolve() for d in dirs)
+        for d in reversed(self.module_dirs + (REPO_DIR,)):  # modules import their helpers and mrdhelper
             if str(d) not in sys.path:
                 sys.path.insert(0, str(d))
-        if str(REPO_DIR) not in sys.path:
-            sys.path.insert(0, str(REPO_DIR))
+        pythonpath = [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        candidates = [*self.module_dirs, REPO_DIR, Path.cwd(), *([share_code_dir] if share_code_dir else []),
+                      *pythonpath]
+        libraries = _library_dirs()
+        self.dirs = tuple(dict.fromkeys(
+            d for d in (c.resolve() for c in candidates)
+            if d not in libraries and d.name not in ("site-packages", "dist-packages")))
+        self._lock = threading.Lock()
 
     def find(self, name: str) -> Path | None:
-        if not MODULE_NAME.fullmatch(name) or name.startswith("_"):
+        """The file a config name selects, or None when the name is unknown or not a module name."""
+        if (not MODULE_NAME.fullmatch(name) or name.startswith("_") or name in SERVER_FILES
+                or name in sys.stdlib_module_names or self._is_library(name)):
             return None
-        for d in self.dirs:
-            path = d / f"{name}.py"
-            if path.is_file():
-                return path
-        return None
+        return next((d / f"{name}.py" for d in self.dirs if (d / f"{name}.py").is_file()), None)
+
+    def _is_library(self, name: str) -> bool:
+        """Whether ``name`` is an installed package or module (a file of that name would shadow it)."""
+        module = sys.modules.get(name)
+        origin = getattr(module, "__file__", None) if module is not None else None
+        if origin is None and module is None:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                return False
+            origin = spec.origin if spec is not None else None
+        return origin is not None and Path(origin).resolve().parent not in self.dirs
 
     def available(self, name: str) -> bool:
         return name in BUILTIN_MODULES or self.find(name) is not None
 
     def load(self, name: str) -> ModuleType:
-        """Import module ``name`` from its file (cached); ImportError when that fails."""
+        """Import module ``name`` from its file (cached); ModuleLoadError naming the file when that fails."""
         path = self.find(name)
         if path is None:
-            raise ImportError(f"no module '{name}' in {', '.join(map(str, self.dirs))}")
+            raise ModuleLoadError(f"no module '{name}' in {', '.join(map(str, self.dirs))}")
         with self._lock:
             module = sys.modules.get(name)
             if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
                 return module
+            try:
+                tree = ast.parse(path.read_bytes(), filename=str(path))
+            except (SyntaxError, ValueError, OSError) as exc:
+                raise ModuleLoadError(f"module file {path} does not parse: {type(exc).__name__}: {exc}") from exc
+            if not _defines_process(tree):
+                raise ModuleLoadError(f"module file {path} defines no process(connection, config, metadata)")
+            if str(path.parent) not in sys.path:
+                sys.path.append(str(path.parent))  # its own helpers importable, libraries never shadowed
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
@@ -128,9 +195,9 @@ class ModuleRegistry:
                 spec.loader.exec_module(module)
             except BaseException as exc:
                 del sys.modules[name]
-                raise ImportError(f"module '{name}' failed to import: {type(exc).__name__}: {exc}") from exc
+                raise ModuleLoadError(f"module file {path} failed to import: {type(exc).__name__}: {exc}") from exc
         if not callable(getattr(module, "process", None)):
-            raise ImportError(f"module '{name}' has no process(connection, config, metadata)")
+            raise ModuleLoadError(f"module file {path} has no process(connection, config, metadata)")
         return module
 
 
@@ -317,14 +384,9 @@ class Session:
             return
         try:
             module = self.registry.load(name)
-        except ImportError as exc:
-            if name == self.config.default_config:
-                raise
-            msg = f"{exc}; using the default module '{self.config.default_config}'"
-            log.warning(msg)
-            conn.send_logging(constants.MRD_LOGGING_WARNING, msg)
-            name = self.config.default_config
-            module = self.registry.load(name)
+        except ModuleLoadError as exc:  # the file is there but broken: say so, do not run another module
+            self._report_error(f"module '{name}'", exc)
+            return
         log.info("Running module '%s' (requested config '%s')", name, _shown(setup.config_name))
         conn.hold_close = True
         watchdog = None
@@ -454,7 +516,7 @@ def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry:
 
 def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """One session from an MRD stream on ``stdin`` to ``stdout``; returns the exit status (1 on error)."""
-    registry = ModuleRegistry(config.module_dirs)
+    registry = ModuleRegistry(config.module_dirs, config.share_code_dir)
     connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
                                          savedataFolder=config.savedata_folder, savedata=config.savedata)
     threading.current_thread().name = new_session_id()
@@ -488,7 +550,7 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.registry = ModuleRegistry(config.module_dirs)
+        self.registry = ModuleRegistry(config.module_dirs, config.share_code_dir)
         self._stop = threading.Event()
         self._workers: list[threading.Thread | multiprocessing.process.BaseProcess] = []
         self._sockets: set[socket.socket] = set()
@@ -504,7 +566,7 @@ class Server:
                 continue
             try:
                 self.registry.load(name)
-            except ImportError as exc:
+            except ModuleLoadError as exc:
                 log.warning("Could not preload module '%s': %s", name, exc)
 
     def bind(self) -> tuple[str, int]:

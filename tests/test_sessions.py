@@ -104,7 +104,7 @@ def test_module_that_raises_reports_error_and_server_keeps_serving(server, phant
     assert images_of(tmp_path / "ok.h5", "g")[0].shape[0] == 4
 
 
-@pytest.mark.parametrize("name", ["no_such_module", "os", "../main", "<xml/>", "broken_import"])
+@pytest.mark.parametrize("name", ["no_such_module", "os", "../main", "<xml/>", "main", "numpy"])
 def test_unknown_or_unsafe_module_names_fall_back_to_default(server, phantom, tmp_path, name):
     out = tmp_path / "o.h5"
     result = run_client(server.port, "-c", name, "-o", str(out), "-G", "g", str(phantom))
