@@ -10,7 +10,7 @@
 # (the other start scripts pass their flags this way).
 #
 # Environment (FIRE defaults):
-#   MRD_SERVER_DIR   /opt/code/mrd-server   folder holding main.py
+#   MRD_SERVER_DIR   the folder above docker/ (in the image /opt/code/python-ismrmrd-server): main.py's folder
 #   MRD_SHARE_DIR    /tmp/share             FIRE's shared folder; also TMPDIR of the server
 #   MRD_PORT         9002                   TCP port
 #   PYTHON           python3                interpreter (command name or path)
@@ -19,7 +19,9 @@
 #                    LOGFILE is given (with a LOGFILE every log line is in that file already)
 set -eu
 
-MRD_SERVER_DIR=${MRD_SERVER_DIR:-/opt/code/mrd-server}
+# The code is the folder above this script (followed through links, e.g. the copies at the top of
+# /opt/code/python-ismrmrd-server that upstream's fire.ini files name).
+MRD_SERVER_DIR=${MRD_SERVER_DIR:-$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)}
 MRD_SHARE_DIR=${MRD_SHARE_DIR:-/tmp/share}
 MRD_PORT=${MRD_PORT:-9002}
 PYTHON=${PYTHON:-python3}

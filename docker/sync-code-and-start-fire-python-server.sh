@@ -9,7 +9,9 @@
 # Nothing to copy (no code folder, or an empty one) is reported and the server starts anyway.
 set -eu
 
-MRD_SERVER_DIR=${MRD_SERVER_DIR:-/opt/code/mrd-server}
+# The code is the folder above this script (followed through links, e.g. the copies at the top of
+# /opt/code/python-ismrmrd-server that upstream's fire.ini files name).
+MRD_SERVER_DIR=${MRD_SERVER_DIR:-$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)}
 MRD_SHARE_DIR=${MRD_SHARE_DIR:-/tmp/share}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 

@@ -91,10 +91,14 @@ def stop(pid: int, timeout: float = 30.0) -> None:
 class StartedServer:
     """Runs a start script (which must return at once) and owns the server it leaves behind."""
 
-    def __init__(self, script: Path, server_dir: Path, share: Path | str, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, script: Path, server_dir: Path | None, share: Path | str, *args: str,
+                 cwd: Path | None = None) -> None:
+        """``server_dir`` None: the script finds the code itself (the folder above its resolved location)."""
         self.port = free_port()
-        env = dict(os.environ, MRD_SERVER_DIR=str(server_dir), MRD_SHARE_DIR=str(share),
-                   MRD_PORT=str(self.port), PYTHON=sys.executable)
+        env = dict(os.environ, MRD_SHARE_DIR=str(share), MRD_PORT=str(self.port), PYTHON=sys.executable)
+        env.pop("MRD_SERVER_DIR", None)
+        if server_dir is not None:
+            env["MRD_SERVER_DIR"] = str(server_dir)
         start = time.monotonic()
         # Pipes as stdout/stderr: a server that kept them open would make run() wait for it.
         self.result = subprocess.run([str(script), *args], env=env, cwd=cwd, capture_output=True, text=True,
@@ -368,14 +372,18 @@ def test_dockerfile_cmd_runs_main_on_9002():
 
     parsed = dict(instructions(DOCKER / "Dockerfile"))
     assert parsed["FROM"] == "python:3.11-slim"
-    assert parsed["WORKDIR"] == "/opt/code/mrd-server"
+    assert parsed["WORKDIR"] == "/opt/code/python-ismrmrd-server"  # upstream's path: existing fire.ini files
     assert "9002" in parsed["EXPOSE"].split()
     cmd = json.loads(parsed["CMD"])
-    assert cmd[:2] == ["python3", "/opt/code/mrd-server/main.py"] and "-p=9002" in cmd
+    assert cmd[:2] == ["python3", "/opt/code/python-ismrmrd-server/main.py"] and "-p=9002" in cmd
     args = main.build_parser().parse_args(cmd[2:])
-    assert (args.port, args.host, args.verbose, args.logfile) == (9002, "0.0.0.0", True, "/tmp/mrd-server.log")
-    assert any("apt-get install -y --no-install-recommends bart" in args
-               for keyword, args in instructions(DOCKER / "Dockerfile") if keyword == "RUN")
+    assert (args.port, args.host, args.verbose, args.logfile) == (9002, "0.0.0.0", True,
+                                                                  "/tmp/python-ismrmrd-server.log")
+    runs = [args for keyword, args in instructions(DOCKER / "Dockerfile") if keyword == "RUN"]
+    assert any("apt-get install -y --no-install-recommends bart ismrmrd-tools" in run for run in runs)
+    assert any("ln -s /opt/code/python-ismrmrd-server /opt/code/mrd-server" in run for run in runs)
+    assert any('ln -s "$script" "$(basename "$script")"' in run for run in runs)
+    assert "siemens_to_ismrmrd" in (DOCKER / "Dockerfile").read_text()  # says why it is not in the image
 
 
 def stage_image(dockerfile: Path, context: Path, root: Path) -> Path:
@@ -407,21 +415,58 @@ def stage_image(dockerfile: Path, context: Path, root: Path) -> Path:
     return root / workdir.lstrip("/")
 
 
+def link_start_scripts(code: Path) -> None:
+    """The Dockerfile's RUN step: the FIRE start scripts at the top of the code folder, as links."""
+    for script in SCRIPTS:
+        (code / script).symlink_to(Path("docker") / script)
+
+
 def test_image_files_are_enough_to_serve(phantom, tmp_path):
-    """The files the image gets (COPY lines, .dockerignore applied) run the server and simplefft."""
+    """The files the image gets (COPY lines, .dockerignore applied) run the server and simplefft, started
+    the way upstream's fire.ini does: the start script at the top of /opt/code/python-ismrmrd-server."""
     code = stage_image(DOCKER / "Dockerfile", REPO, tmp_path / "rootfs")
-    assert code == tmp_path / "rootfs" / "opt" / "code" / "mrd-server"
+    assert code == tmp_path / "rootfs" / "opt" / "code" / "python-ismrmrd-server"
     assert (code / "main.py").exists() and (code / "invertcontrast.json").exists()
+    assert all((code / d).is_dir() for d in ("configs", "seq_meta", "GIRF", "modules", "tools"))
     assert not (code / "tests").exists() and not list(code.rglob("__pycache__"))
     for script in SCRIPTS:
         assert os.access(code / "docker" / script, os.X_OK)
+    link_start_scripts(code)
     share = tmp_path / "share"
-    srv = StartedServer(code / "docker" / SCRIPTS[0], code, share, str(tmp_path / "server.log"))
+    srv = StartedServer(code / SCRIPTS[0], None, share, str(tmp_path / "server.log"))  # no MRD_SERVER_DIR
+    assert srv.wait().cmdline()[1] == str(code / "main.py")
     try:
-        srv.wait()
         check_simplefft(srv.port, phantom, tmp_path / "out.h5")
     finally:
         srv.stop()
+
+
+def test_custom_image_adds_only_its_module_which_the_server_finds_in_the_code_folder(phantom, tmp_path):
+    import scipy.ndimage
+
+    base_copies = {source for _, sources, _ in copy_sources(DOCKER / "Dockerfile") for source in sources}
+    custom_copies = [source for _, sources, _ in copy_sources(REPO / "custom" / "Dockerfile") for source in sources]
+    assert custom_copies and all(s.startswith("custom/") and s not in base_copies for s in custom_copies)
+    root = tmp_path / "rootfs"
+    code = stage_image(DOCKER / "Dockerfile", REPO, root)
+    stage_image(REPO / "custom" / "Dockerfile", REPO, root)
+    assert (code / "unsharp.py").exists() and (code / "unsharp.json").exists()
+    images = tmp_path / "images.h5"
+    srv = StartedServer(DOCKER / SCRIPTS[0], code, tmp_path / "share", str(tmp_path / "server.log"))
+    try:
+        srv.wait()
+        check_simplefft(srv.port, phantom, images)
+        result = run_client(srv.port, "-c", "unsharp", "-o", str(tmp_path / "sharp.h5"), "-G", "s", "-g", "g",
+                            str(images), cwd=code)  # the client reads unsharp.json from its working folder
+        assert result.returncode == 0, result.stdout
+    finally:
+        srv.stop()
+    with h5py.File(images, "r") as f, h5py.File(tmp_path / "sharp.h5", "r") as g:
+        original = f["g/image_0/data"][0, 0, 0].astype(float)
+        sharp = g["s/image_0/data"][0, 0, 0]
+    blurred = scipy.ndimage.gaussian_filter(original, 1.5)  # sigma and amount of custom/unsharp.json
+    expected = np.clip(np.round(original + 0.8 * (original - blurred)), -32768, 32767)
+    assert np.abs(sharp - expected).max() <= 1 and np.abs(sharp - original).max() > 10
 
 
 def test_dockerignore_keeps_local_data_out():
