@@ -41,3 +41,17 @@ def process(connection, config, metadata):
             connection.send_logging(constants.MRD_LOGGING_WARNING, "sendOriginal applies to image input only")
     finally:
         connection.send_close()
+
+
+# Siemens OpenRecon user interface (docs/modules.md §14): read, never imported, by
+# docker/openrecon/build_openrecon.py; the scanner sends the chosen values as JSON parameters.
+OPENRECON_UI = [
+    {"id": "options", "label": "Output", "type": "choice", "default": "",
+     "values": {"": "inverted image", "complex": "float image, not rescaled (image input)",
+                "rgb": "colour image (RGB)", "roi": "with an example ROI", "colormap": "with a colour table"},
+     "information": "What the inverted images carry"},
+    {"id": "sendOriginal", "label": "Send original images", "type": "boolean", "default": False,
+     "information": "Image input: also return the unmodified images, in series 99"},
+    {"id": "colormap", "label": "RGB colour map", "type": "choice", "default": "jet",
+     "values": ["jet", "viridis", "gray", "hot", "bone"], "information": "The matplotlib colour map of the RGB output"},
+]
