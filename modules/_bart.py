@@ -128,11 +128,17 @@ def capabilities(binary: str) -> Capabilities:
 
 
 class BartSession:
-    """A temporary folder for one session's BART calls; use as a context manager."""
+    """A temporary folder for one session's BART calls; use as a context manager.
+
+    ``stdout`` and ``stderr`` hold what the last :meth:`run` printed (tools such as ``estdims``
+    answer on stdout).
+    """
 
     def __init__(self, binary: str | None = None, threads: int | None = None) -> None:
         self.binary = find_bart(binary)
         self.threads = threads
+        self.stdout = ""
+        self.stderr = ""
         self._tmp = tempfile.TemporaryDirectory(prefix="bart-")
         self.folder = Path(self._tmp.name)
         self._call = itertools.count()
@@ -174,8 +180,8 @@ class BartSession:
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
         except OSError as exc:
             raise BartError(args, 127, f"cannot run {self.binary}: {exc}") from exc
-        stdout = proc.stdout.decode("utf-8", errors="replace")
-        stderr = proc.stderr.decode("utf-8", errors="replace")
+        stdout = self.stdout = proc.stdout.decode("utf-8", errors="replace")
+        stderr = self.stderr = proc.stderr.decode("utf-8", errors="replace")
         for line in (stdout + stderr).splitlines():
             log.debug("bart %s: %s", args[0] if args else "", line)
         if proc.returncode != 0:
