@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_PORT ?= 9002
 
-.PHONY: demo test bench bench-load fuzz system-deps clean
+.PHONY: demo test chroot-test bench bench-load fuzz system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ demo: $(VENV)/.installed
 
 test: system-deps $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# FIRE chroot image: tools/build_chroot.sh (debootstrap, as root) into $(CHROOT_OUT), then the tests
+# in tests/chroot (servers started in the root with chroot, the image read with debugfs).
+# CHROOT_OUT is outside the checkout: the root holds device nodes, which no copy of the tree should
+# meet. CHROOT_FLAGS: more build_chroot.sh options, e.g. --mirror URL or --cache-dir DIR.
+CHROOT_OUT ?= /var/tmp/mrd-server-chroot-test
+CHROOT_FLAGS ?=
+chroot-test: $(VENV)/.installed
+	@PATH="$$PATH:/usr/sbin:/sbin"; \
+	if ! command -v debootstrap >/dev/null || ! command -v mke2fs >/dev/null || ! command -v debugfs >/dev/null; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y debootstrap e2fsprogs; \
+	fi
+	$(SUDO) bash tools/build_chroot.sh --out $(CHROOT_OUT) --keep-root $(CHROOT_FLAGS)
+	$(SUDO) env MRD_CHROOT_OUT=$(CHROOT_OUT) $(PY) -m pytest -q tests/chroot
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_core.py
