@@ -11,6 +11,13 @@ import enum
 import struct
 
 import ismrmrd
+import ismrmrd.image
+
+# ismrmrd 1.15 no longer exports get_dtype_from_data_type at the top level (it moved to ismrmrd.image);
+# modules written for earlier releases, e.g. python-ismrmrd-server's spectroscopy.py, still call
+# ismrmrd.get_dtype_from_data_type. Every server process imports this file before any module runs.
+if not hasattr(ismrmrd, "get_dtype_from_data_type"):
+    ismrmrd.get_dtype_from_data_type = ismrmrd.image.get_dtype_from_data_type
 
 
 class MessageID(enum.IntEnum):

@@ -160,16 +160,15 @@ def test_upstream_spectroscopy_runs_unchanged_and_gives_the_same_images(server, 
     assert "Incoming raw spectroscopy data is shape" in upstream_server.log_text()  # upstream's code ran
 
 
-def test_complex_images_come_back_unchanged_as_from_upstream(server, upstream_server, mrs, tmp_path):
-    """Image input: complex FIDs are sent back with ``Keep_image_geometry``.  Only the complex series is
-    sent: upstream's path for magnitude images calls ``ismrmrd.get_dtype_from_data_type``, which the
-    installed ismrmrd 1.15 package no longer exports, so upstream fails there with any server."""
+def test_images_come_back_as_from_upstream(server, upstream_server, mrs, tmp_path):
+    """Image input (the complex FIDs and the plot of a first session): complex images are sent back with
+    ``Keep_image_geometry``.  Upstream's path for magnitude images calls ``ismrmrd.get_dtype_from_data_type``,
+    which ismrmrd 1.15 exports only from ``ismrmrd.image``: ``constants`` restores the old name, so that
+    path runs unchanged too."""
     reconstruct(server.port, mrs["svs"], tmp_path / "fids.h5")
-    with h5py.File(tmp_path / "fids.h5", "a") as f:
-        del f["g/image_1"]
     ours = reconstruct(server.port, tmp_path / "fids.h5", tmp_path / "ours.h5", "-g", "g")
     upstream = reconstruct(upstream_server.port, tmp_path / "fids.h5", tmp_path / "upstream.h5", "-g", "g")
-    assert set(ours) == {"image_0"}
+    assert "image_0" in ours
     assert_same_series(ours, upstream)
     sent, received = series_of(tmp_path / "fids.h5")["image_0"], ours["image_0"]
     assert np.array_equal(sent[0], received[0]) and received[2][0]["Keep_image_geometry"] == "1"
