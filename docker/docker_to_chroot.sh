@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Make a Siemens FIRE chroot image (.img) from a Docker image: `docker create` + `docker export`
-# into a folder, then the image-writing step of tools/build_chroot.sh (an ext3 file system written
+# into a folder, then the image-writing step of tools/build_chroot.sh (an ext4 file system written
 # with `mke2fs -d`: no privileged container, no loop mount).
 #
-#   docker/docker_to_chroot.sh [--size MB] [--fs-type ext3|ext4] DOCKER_IMAGE OUT.img [BUFFER_MB]
+#   docker/docker_to_chroot.sh [--size MB] [--fs-type ext4|ext3] DOCKER_IMAGE OUT.img [BUFFER_MB]
 #
 #   DOCKER_IMAGE  an existing image, e.g. mrd-server (docker build -f docker/Dockerfile -t mrd-server .)
 #   OUT.img       the chroot image to write (replaced if it exists)
@@ -11,7 +11,7 @@
 #                 python-ismrmrd-server's docker_to_chroot.sh; the size is the content + 15 % + the
 #                 buffer, rounded up to a whole 100 MB
 #   --size MB     an explicit image size instead
-#   --fs-type T   ext3 (default, as upstream's images) or ext4
+#   --fs-type T   ext4 (default) or ext3 (as upstream's images)
 #
 # Run it as root, or as a user of the docker group under fakeroot (it re-runs itself under
 # fakeroot when that is installed), so that the unpacked files keep their owners. The export is
@@ -29,12 +29,12 @@ usage() {
 
 all_args=("$@")
 size_mb=
-fs_type=ext3
+fs_type=ext4
 args=()
 while [ "$#" -gt 0 ]; do
     case $1 in
         --size) size_mb=${2:?--size needs MB}; shift 2 ;;
-        --fs-type) fs_type=${2:?--fs-type needs ext3 or ext4}; shift 2 ;;
+        --fs-type) fs_type=${2:?--fs-type needs ext4 or ext3}; shift 2 ;;
         -h | --help) usage 0 ;;
         --) shift; args+=("$@"); break ;;
         -*) echo "unknown option: $1" >&2; usage 2 ;;

@@ -1,13 +1,13 @@
 # shellcheck shell=bash
 # Functions shared by tools/build_chroot.sh and docker/docker_to_chroot.sh: size a FIRE chroot
-# image for a root folder and write it, an ext3 file system in a plain file (`mke2fs -d`: no loop
+# image for a root folder and write it, an ext4 (or ext3) file system in a plain file (`mke2fs -d`: no loop
 # device, no mount, no root rights needed for this step).
 #
 #   source tools/_chroot_image.sh
 #   size=$(chroot_image_size_mb DIR BUFFER_MB)        # sizing rule of python-ismrmrd-server's scripts
-#   chroot_image_write DIR IMG SIZE_MB [FS_TYPE]       # FS_TYPE: ext3 (default, as upstream) or ext4
+#   chroot_image_write DIR IMG SIZE_MB [FS_TYPE]       # FS_TYPE: ext4 (default) or ext3 (as upstream)
 #   chroot_image_from_tar TAR TREE IMG BUFFER_MB [SIZE_MB [FS_TYPE]]  # a `docker export` tarball
-#   chroot_image_summary IMG                           # "IMG: N MB, ext3, U MB used, F MB free"
+#   chroot_image_summary IMG                           # "IMG: N MB, ext4, U MB used, F MB free"
 #
 # Sizes are in MB of 1024*1024 bytes (`dd bs=1M` in upstream's scripts). The image is a whole number
 # of 100 MB with at least BUFFER_MB + 15 % of the content free for file-system overhead and
@@ -52,7 +52,7 @@ chroot_image_size_mb() {
 # times, device nodes, symbolic and hard links. Room for twice DIR's entries, and never fewer
 # inodes than mke2fs gives by default (one per 16 KiB), so code copied in later fits.
 chroot_image_write() {
-    local dir=$1 img=$2 size_mb=$3 fs_type=${4:-ext3}
+    local dir=$1 img=$2 size_mb=$3 fs_type=${4:-ext4}
     [ -d "$dir" ] || chroot_image_die "no folder $dir"
     case $size_mb in
         '' | *[!0-9]*) chroot_image_die "image size must be a whole number of MB, not '$size_mb'" ;;
@@ -102,7 +102,7 @@ chroot_image_summary() {
 # A `docker export` tarball (TAR) to IMG, unpacked into TREE (an empty folder the caller removes;
 # run as root, so that owners and device nodes are kept). SIZE_MB defaults to the sizing rule.
 chroot_image_from_tar() {
-    local tar_file=$1 tree=$2 img=$3 buffer_mb=${4:-50} size_mb=${5:-} fs_type=${6:-ext3}
+    local tar_file=$1 tree=$2 img=$3 buffer_mb=${4:-50} size_mb=${5:-} fs_type=${6:-ext4}
     [ -f "$tar_file" ] || chroot_image_die "no tarball $tar_file"
     mkdir -p "$tree"
     tar -xpf "$tar_file" -C "$tree" --numeric-owner

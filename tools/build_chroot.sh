@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build a Siemens FIRE chroot image of the MRD server without Docker: a Debian root made with
-# debootstrap, the project and its Python packages installed into it, written to an ext3 image
+# debootstrap, the project and its Python packages installed into it, written to an ext4 image
 # file with `mke2fs -d` (no loop device, no mount of the image).
 #
 #   sudo tools/build_chroot.sh [--out DIR] [--name FILE.img] [--size MB] [--buffer MB]
-#                              [--fs-type ext3|ext4] [--suite SUITE] [--mirror URL]
+#                              [--fs-type ext4|ext3] [--suite SUITE] [--mirror URL]
 #                              [--cache-dir DIR] [--git-ref REF] [--keep-root]
 #
 #   --out DIR        where the image, its manifest and (--keep-root) the root folder go
@@ -13,8 +13,8 @@
 #   --size MB        image size; default: the content + 15 % + the buffer, rounded up to a whole
 #                    100 MB (the rule of python-ismrmrd-server's docker_tar_to_chroot.sh)
 #   --buffer MB      free space the default size leaves at least (default: 50, as upstream)
-#   --fs-type T      ext3 (default: what upstream's scripts write, hence what scanners are known
-#                    to mount) or ext4
+#   --fs-type T      ext4 (default) or ext3 (what python-ismrmrd-server's scripts write, for an image
+#                    identical in kind to upstream's)
 #   --suite SUITE    Debian release (default: bookworm, Python 3.11)
 #   --mirror URL     Debian mirror (default: http://deb.debian.org/debian)
 #   --cache-dir DIR  keeps the debootstrap package tarball and the Python wheels, so that a rebuild
@@ -46,7 +46,7 @@ out=$repo/build/chroot
 name=mrd-server-chroot.img
 size_mb=
 buffer_mb=50
-fs_type=ext3
+fs_type=ext4
 suite=bookworm
 mirror=http://deb.debian.org/debian
 cache_dir=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/mrd-server-chroot
@@ -64,7 +64,7 @@ while [ "$#" -gt 0 ]; do
         --name) name=${2:?--name needs a file name}; shift 2 ;;
         --size) size_mb=${2:?--size needs MB}; shift 2 ;;
         --buffer) buffer_mb=${2:?--buffer needs MB}; shift 2 ;;
-        --fs-type) fs_type=${2:?--fs-type needs ext3 or ext4}; shift 2 ;;
+        --fs-type) fs_type=${2:?--fs-type needs ext4 or ext3}; shift 2 ;;
         --suite) suite=${2:?--suite needs a release name}; shift 2 ;;
         --mirror) mirror=${2:?--mirror needs a URL}; shift 2 ;;
         --cache-dir) cache_dir=${2:?--cache-dir needs a folder}; shift 2 ;;
