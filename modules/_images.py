@@ -68,26 +68,41 @@ def _matplotlib() -> Any:
     return matplotlib
 
 
-def to_rgb(gray: np.ndarray, max_value: int, colormap: str = "jet") -> np.ndarray:
-    """RGB of a single-channel ``[1, z, y, x]`` array: ``[3, z, y, x]`` uint16 in 0-255."""
+def to_rgb(gray: np.ndarray, colormap: str = "jet", span: Optional[tuple] = None) -> np.ndarray:
+    """RGB of a single-channel ``[1, z, y, x]`` array: ``[3, z, y, x]`` uint16 in 0-255.
+
+    As upstream invertcontrast: the values are mapped in float32 from ``span`` = (lowest, highest)
+    (default: those of ``gray``; a series passes its own) onto 0-1, coloured, multiplied by 255 and
+    truncated to uint16. A constant image (0/0) gets the colour map's "bad" colour, black.
+    """
     if gray.shape[0] != 1:
         raise ConfigError(f"RGB output needs single-channel images, got {gray.shape[0]} channels")
-    colours = _matplotlib().colormaps[colormap](np.clip(gray[0] / max_value, 0.0, 1.0))[..., :3]
-    return np.moveaxis(np.around(colours * 255), -1, 0).astype(np.uint16)
+    low, high = span if span is not None else (gray.min(), gray.max())
+    values = gray[0].astype(np.float32) - np.float32(low)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values *= np.float32(1) / (np.float32(high) - np.float32(low))
+    colours = _matplotlib().colormaps[colormap](values)[..., :3] * 255
+    return np.moveaxis(colours, -1, 0).astype(np.uint16)
 
 
 def example_roi(nx: int, ny: int) -> list[str]:
-    """A red heart-shaped polygon near the bottom-right corner, 10 % of the image size (``ROI_example``)."""
-    t = np.linspace(0, 2 * np.pi, 25)
-    hx = 16 * np.sin(t) ** 3
-    hy = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-    x = 0.75 * nx + hx / 32 * 0.1 * nx
-    y = 0.75 * ny + hy / 32 * 0.1 * ny
+    """``ROI_example``, upstream's red heart: 50 points of ``(16 sin^3 t, -13 cos t + 5 cos 2t + 2 cos 3t
+    + cos 4t)``, its bounding box scaled to 10 % of the shorter image side and placed 20 % of that side
+    from the right and bottom edges (x = column, y = row, in pixels)."""
+    t = np.linspace(0, 2 * np.pi, 50)
+    outline = (16 * np.sin(t) ** 3, -13 * np.cos(t) + 5 * np.cos(2 * t) + 2 * np.cos(3 * t) + np.cos(4 * t))
+    side = min(nx, ny)
+    x, y = ((v - v.min()) / (v.max() - v.min()) * 0.1 * side + (n - 0.2 * side) for v, n in zip(outline, (nx, ny)))
     return mrdhelper.create_roi(x.tolist(), y.tolist(), rgb=(1, 0, 0), thickness=1)
 
 
-def decorate(image: ismrmrd.Image, opts: ImageOptions, max_value: int) -> ismrmrd.Image:
-    """Apply the ``roi``, ``colormap`` or ``rgb`` option to an output image."""
+def decorate(image: ismrmrd.Image, opts: ImageOptions, max_value: Any = None,
+             span: Optional[tuple] = None) -> ismrmrd.Image:
+    """Apply the ``roi``, ``colormap`` or ``rgb`` option to an output image.
+
+    ``span``: the (lowest, highest) value the RGB colours are scaled from, by default the image's
+    own; ``max_value`` is not used (kept for callers).
+    """
     if opts.options == "roi":
         image.meta["ROI_example"] = example_roi(image.matrix_size[0], image.matrix_size[1])
     elif opts.options == "colormap":
@@ -96,7 +111,7 @@ def decorate(image: ismrmrd.Image, opts: ImageOptions, max_value: int) -> ismrmr
         head = image.getHead()
         head.image_type = ismrmrd.IMTYPE_RGB
         head.data_type = ismrmrd.DATATYPE_USHORT
-        rgb = ismrmrd.Image(head, data=to_rgb(image.data, max_value, opts.colormap))
+        rgb = ismrmrd.Image(head, data=to_rgb(image.data, opts.colormap, span))
         meta = ismrmrd.Meta({k: v for k, v in image.meta.items() if k not in WINDOW_KEYS})
         meta["InternalSend"] = "1"
         meta["SequenceDescriptionAdditional"] = "FIRE_RGB"
@@ -107,7 +122,7 @@ def decorate(image: ismrmrd.Image, opts: ImageOptions, max_value: int) -> ismrmr
 
 
 def originals(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
-    """Unmodified copies of the inputs, moved to series 99 with ``Keep_image_geometry``."""
+    """Unmodified copies of ``images``, moved to series 99 with ``Keep_image_geometry``."""
     out = []
     for im in images:
         head = im.getHead()
@@ -129,15 +144,19 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
                   extra_meta: Optional[dict] = None) -> list[ismrmrd.Image]:
     """Process one series group; ``pixel_op(stack, max_value)`` maps ``[n, cha, z, y, x]`` pixels.
 
-    Magnitude images (image_type 1 or unset) are scaled together so the group
-    maximum becomes ``2**BitsStored - 1`` and stored as int16 (float32 without
-    rescaling for ``options = complex``); other images are returned unchanged
-    with ``Keep_image_geometry = 1``.  With ``send_original`` the inputs come
-    first, in series 99.  ``extra_meta`` is added to every processed image.
+    As upstream invertcontrast's image path: magnitude images (image_type 1 or
+    unset) are scaled together so the group maximum becomes ``2**BitsStored - 1``
+    and stored as int16 (``options = complex``: float32, not rescaled, the window
+    from the group maximum); other images are returned unchanged with
+    ``Keep_image_geometry = 1``.  The input's MetaAttributes are kept, its
+    ``ImageRowDir``/``ImageColumnDir`` too when it has them.  With
+    ``send_original`` the magnitude inputs come first, in series 99.  RGB colours
+    are scaled from the lowest and highest value of the whole group.
+    ``extra_meta`` is added to every processed image.
     """
     max_value = max_value_of(metadata)
-    out = originals(images) if opts.send_original else []
     magnitude = [im for im in images if im.image_type in MAGNITUDE_TYPES]
+    out = originals(magnitude) if opts.send_original else []
     for im in images:
         if im.image_type not in MAGNITUDE_TYPES:
             im.meta["Keep_image_geometry"] = "1"
@@ -146,11 +165,14 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
         return out
     stack = np.abs(np.stack([im.data for im in magnitude]))
     if opts.options == "complex":
-        pixels = pixel_op(stack.astype(np.float32), float(stack.max()))
+        window_max = float(stack.max())
+        pixels = pixel_op(stack.astype(np.float32), window_max)
         data_type = ismrmrd.DATATYPE_FLOAT
     else:
+        window_max = max_value
         pixels = pixel_op(_recon.to_int16(stack, max_value), max_value)
         data_type = ismrmrd.DATATYPE_SHORT
+    span = (pixels.min(), pixels.max())
     for im, data in zip(magnitude, pixels):
         head = im.getHead()
         head.data_type = data_type
@@ -158,11 +180,15 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
             head.image_type = ismrmrd.IMTYPE_MAGNITUDE
         result = ismrmrd.Image(head, data=data)
         meta = ismrmrd.Meta(im.meta)
-        meta.update(_recon.display_meta(result, max_value, history))
+        display = _recon.display_meta(result, window_max, history)
+        for key in ("ImageRowDir", "ImageColumnDir"):
+            if key in meta:
+                del display[key]
+        meta.update(display)
         meta["SequenceDescriptionAdditional"] = description
         meta.update(extra_meta or {})
         result.meta = meta
-        out.append(decorate(result, opts, max_value))
+        out.append(decorate(result, opts, max_value, span))
     return out
 
 
@@ -172,17 +198,32 @@ def invert(pixels: np.ndarray, max_value: float) -> np.ndarray:
 
 
 def slice_image(kspace: _recon.SliceKspace, metadata: Any, image_index: int, history: list[str],
-                pixel_op: Optional[Callable[[np.ndarray, int], np.ndarray]] = None) -> ismrmrd.Image:
-    """int16 RSS image of a finished slice, scaled to ``BitsStored``, with display MetaAttributes.
+                pixel_op: Optional[Callable[[np.ndarray, int], np.ndarray]] = None, ice: bool = False,
+                as_float: bool = False) -> ismrmrd.Image:
+    """RSS image of a finished slice with display MetaAttributes, after one of upstream's modules.
 
-    ``pixel_op(pixels, max_value)``, when given, maps the int16 ``[y, x]`` pixels first.
+    ``ice=False``, upstream simplefft's conventions: k-space as measured; the header of the
+    slice's first readout, its flags left out; no ``Keep_image_geometry``.
+    ``ice=True``, upstream invertcontrast's: k-space flipped in readout and phase before the FFT
+    (``_recon.SliceKspace.rss_image``); the header of the readout nearest the centre line
+    ``idx.user[5]``, flags included; ``Keep_image_geometry = 1``.
+    Pixels: int16 scaled to ``BitsStored``; with ``as_float`` (invertcontrast's ``complex`` option)
+    float32 RSS multiplied by the number of k-space elements (channels x lines x samples; upstream's
+    "FFT scaling for consistency with ICE"), not rescaled, the window from its maximum.
+    ``pixel_op(pixels, max_value)``, when given, maps the ``[y, x]`` pixels first.
     """
-    max_value = max_value_of(metadata)
-    pixels = _recon.to_int16(kspace.rss_image(), max_value)
+    magnitude = kspace.rss_image(ice_flip=ice)
+    if as_float:
+        pixels = magnitude * np.float32(kspace.kspace.size)
+        max_value = float(pixels.max())
+    else:
+        max_value = max_value_of(metadata)
+        pixels = _recon.to_int16(magnitude, max_value)
     if pixel_op is not None:
         pixels = pixel_op(pixels, max_value)
-    image = _recon.image_from_readout(pixels, kspace.centre_readout(), metadata, image_index)
-    image.meta = _recon.display_meta(image, max_value, history)
+    readout = kspace.centre_line_readout() if ice else kspace.first_readout()
+    image = _recon.image_from_readout(pixels, readout, metadata, image_index, flags=ice)
+    image.meta = _recon.display_meta(image, max_value, history, keep_geometry=ice)
     return image
 
 

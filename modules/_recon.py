@@ -5,6 +5,12 @@ Pure array functions plus the slice grouping and image building that
 ``[cha, ky, kx]`` (kx = readout).  FFTs are centred, with numpy's "backward"
 normalisation (the inverse transform divides by the number of points), and run
 in single precision on all cores through ``scipy.fft``.
+
+Two orientations, after python-ismrmrd-server's two raw-data modules (tests/test_upstream_parity.py):
+its ``simplefft`` transforms k-space as measured; its ``invertcontrast`` first flips k-space in
+readout and phase ("to be consistent with ICE"), which gives, for even sizes, the first image
+reversed about its centre pixel: ``y[n] = x[(N - n) mod N]`` along both axes, i.e. rotated by 180
+degrees and shifted by one pixel (``SliceKspace.rss_image(ice_flip=True)``).
 """
 from __future__ import annotations
 
@@ -78,6 +84,9 @@ class SliceKspace:
 
     Rows come from ``kspace_encode_step_1``; the header's centre line lands on
     row ``ny // 2`` (without a parsed header ny grows to the highest line + 1).
+    The readout axis is the header's encoded x, or the readout length when that
+    is larger or unknown; a shorter readout (asymmetric echo) is placed at the
+    end of its row, its missing first samples left zero, as upstream does.
     Each readout is copied once, on arrival, multiplied by ``(-1)**(ky + kx)``:
     for even sizes this modulation turns the plain inverse FFT into the centred
     one up to a ``±1`` factor per pixel (the DFT shift theorem), which a
@@ -87,7 +96,7 @@ class SliceKspace:
 
     def __init__(self, metadata: Any) -> None:
         self.metadata = metadata
-        (_, self._enc_y), _, centre = matrix_sizes(metadata)
+        (self._enc_x, self._enc_y), _, centre = matrix_sizes(metadata)
         self._offset = 0 if centre is None else self._enc_y // 2 - centre
         self.kspace: np.ndarray | None = None
         self.readouts: list[ismrmrd.Acquisition] = []
@@ -104,31 +113,46 @@ class SliceKspace:
         if not 0 <= line < limit:
             raise ValueError(f"readout {acq.scan_counter}: kspace_encode_step_1 = {acq.idx.kspace_encode_step_1} "
                              f"is outside the encoded matrix ({self._enc_y or 'no header'}: {limit} lines)")
+        ncha, samples = acq.data.shape
         if self.kspace is None:
-            ncha, nx = acq.data.shape
+            nx = max(self._enc_x, samples)
             self.kspace = np.zeros((ncha, max(self._enc_y, line + 1), nx), dtype=np.complex64)
             self._sign = np.where(np.arange(nx) % 2, -1, 1).astype(np.float32)
+        nx = self.kspace.shape[2]
+        if samples > nx or ncha != self.kspace.shape[0]:
+            raise ValueError(f"readout {acq.scan_counter}: {ncha} channels x {samples} samples do not fit the "
+                             f"slice's k-space of {self.kspace.shape[0]} channels x {nx} samples")
         if line >= self.kspace.shape[1]:
             grow = line + 1 - self.kspace.shape[1]
             self.kspace = np.pad(self.kspace, ((0, 0), (0, grow), (0, 0)))
-        sign = self._sign if line % 2 == 0 else -self._sign
-        np.multiply(acq.data, sign, out=self.kspace[:, line, :])
+        sign = self._sign[nx - samples:] if line % 2 == 0 else -self._sign[nx - samples:]
+        np.multiply(acq.data, sign, out=self.kspace[:, line, nx - samples:])
         self.readouts.append(acq)
 
     def __len__(self) -> int:
         return len(self.readouts)
 
-    def centre_readout(self) -> ismrmrd.Acquisition:
-        """The middle readout of the slice (its header describes the image)."""
-        return self.readouts[len(self.readouts) // 2]
+    def first_readout(self) -> ismrmrd.Acquisition:
+        """The slice's first imaging readout (upstream simplefft's image header)."""
+        return self.readouts[0]
 
-    def rss_image(self) -> np.ndarray:
+    def centre_line_readout(self) -> ismrmrd.Acquisition:
+        """The first readout whose ``kspace_encode_step_1`` is nearest ``idx.user[5]`` (Siemens'
+        centre-line counter), upstream invertcontrast's image header; where ``user[5]`` is unset
+        (0) that is the lowest line."""
+        return min(self.readouts, key=lambda acq: abs(acq.idx.kspace_encode_step_1 - acq.idx.user[5]))
+
+    def rss_image(self, ice_flip: bool = False) -> np.ndarray:
         """Root-sum-of-squares magnitude ``[y, x]``, cropped to the recon matrix.
 
         Readout oversampling is removed after the readout FFT, so the phase FFT
         runs on the cropped data.  Odd sizes take the explicitly shifted path.
+        ``ice_flip``: k-space is reversed in phase and readout first (upstream
+        invertcontrast's ``np.flip(data, (1, 2))``).  Reversing the stored,
+        ``(-1)**(ky + kx)``-modulated array gives the modulated reversed k-space
+        up to one sign for the whole array, which a magnitude does not see.
         """
-        kspace = self.kspace
+        kspace = self.kspace[:, ::-1, ::-1] if ice_flip else self.kspace
         _, (rx, ry), _ = matrix_sizes(self.metadata)
         if kspace.shape[1] % 2 or kspace.shape[2] % 2:
             kspace = kspace * np.multiply.outer(np.where(np.arange(kspace.shape[1]) % 2, -1, 1), self._sign)
@@ -186,25 +210,34 @@ def to_int16(magnitude: np.ndarray, max_value: int) -> np.ndarray:
     return np.around(magnitude * scale).astype(np.int16)
 
 
-def display_meta(image: ismrmrd.Image, max_value: int, history: list[str]) -> ismrmrd.Meta:
-    """MetaAttributes of a magnitude output image: role, history, window, orientation."""
+def display_meta(image: ismrmrd.Image, max_value: float, history: list[str],
+                 keep_geometry: bool = True) -> ismrmrd.Meta:
+    """MetaAttributes of a magnitude output image: role, history, window (``(max+1)/2``, ``max+1``),
+    ``Keep_image_geometry = 1`` unless ``keep_geometry`` is false, orientation."""
     meta = ismrmrd.Meta({
         "DataRole": "Image",
         "ImageProcessingHistory": history,
         "WindowCenter": str((max_value + 1) / 2),
         "WindowWidth": str(max_value + 1),
-        "Keep_image_geometry": "1",
     })
+    if keep_geometry:
+        meta["Keep_image_geometry"] = "1"
     meta["ImageRowDir"] = ["{:.18f}".format(v) for v in image.getHead().read_dir]
     meta["ImageColumnDir"] = ["{:.18f}".format(v) for v in image.getHead().phase_dir]
     return meta
 
 
 def image_from_readout(pixels: np.ndarray, readout: ismrmrd.Acquisition, metadata: Any,
-                       image_index: int, series_index: int = 0) -> ismrmrd.Image:
-    """An MRD image of ``pixels`` ``[y, x]`` with geometry and counters of ``readout``."""
+                       image_index: int, series_index: int = 0, flags: bool = True) -> ismrmrd.Image:
+    """An MRD image of ``pixels`` ``[y, x]`` with geometry and counters of ``readout``.
+
+    ``flags``: copy the readout's flags too (``mrdhelper.update_img_header_from_raw`` does; upstream
+    simplefft's ``Image.from_array(acquisition=...)`` does not).
+    """
     image = ismrmrd.Image.from_array(pixels, transpose=False)
     head = mrdhelper.update_img_header_from_raw(image.getHead(), readout.getHead())
+    if not flags:
+        head.flags = 0
     head.field_of_view = recon_fov(metadata)
     head.image_type = ismrmrd.IMTYPE_MAGNITUDE
     head.image_index = image_index

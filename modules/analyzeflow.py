@@ -1,19 +1,22 @@
 """analyzeflow: background removal and velocity scaling of phase-contrast images.
 
-Input: phase images (image_type 2) carrying the MetaAttribute ``FlowDirDisplay``
-(``FlowVelocity``, the VENC, is kept when present), int16 or uint16 with zero
-velocity at 2048.  Images are grouped while ``image_series_index`` stays the same.
-Within a group, each flow direction (distinct ``FlowDirDisplay``, in order of
-arrival) is handled per slice: its phases (cardiac phases, ``phase`` counter)
-are stacked in time order and a pixel whose mean absolute difference between
-consecutive phases exceeds 250 is background (the phase of noise jumps at random
-from frame to frame, the velocity in tissue and vessels changes smoothly): it is
-set to 2048 (zero velocity).  The result ``(x - 2048) * maxVal / 2048`` (maxVal = 2**BitsStored - 1)
-is sent as int16 in series 10, 11, ... (one per direction) with
-``image_index = phase + slice * nPhases``.  A single phase gives no temporal
-information: nothing is then treated as background.  Other images (magnitude)
-are returned unchanged with ``Keep_image_geometry = 1``.  Raw data is ignored
-(one INFO text for the whole session).
+As python-ismrmrd-server's analyzeflow (tests/test_upstream_parity.py).  Input: phase
+images (image_type 2) carrying the MetaAttribute ``FlowDirDisplay`` (``FlowVelocity``,
+the VENC, is kept when present), int16 or uint16 with zero velocity at 2048.  Other
+images (magnitude) are returned unchanged.  The phase images of the whole session are
+collected and analysed at its end, one flow direction (distinct ``FlowDirDisplay``, in
+sorted order; images without one last) after the other, each slice's cardiac phases
+(``phase`` counter) stacked in time order.  Background: a pixel whose mean absolute
+third-order difference over the phases, ``mean_t |x[t+3] - 3 x[t+2] + 3 x[t+1] - x[t]|``,
+exceeds 250 (upstream's ``np.diff(data, 3)``: the phase of noise jumps at random from frame
+to frame, velocity in tissue and vessels changes smoothly); it is set to 2048 (zero
+velocity).  Fewer than four phases give no such difference: nothing is background.  The
+result ``(x - 2048) * maxVal / 2048`` (maxVal = 2**BitsStored - 1) is sent as int16 in
+series 10, 11, ... (one per direction) with ``image_index = phase + slice * nPhases``
+(nPhases over all phase images), the input's header and MetaAttributes plus ``DataRole``,
+``ImageProcessingHistory = [FIRE, PYTHON]``, ``WindowCenter``/``WindowWidth`` ``(maxVal+1)/2``
+and ``maxVal+1`` (upstream's), ``Keep_image_geometry = 1`` and ``ImageRowDir``/``ImageColumnDir``
+where missing.  Raw data is ignored (one INFO text for the whole session).
 """
 import logging
 
@@ -27,25 +30,27 @@ log = logging.getLogger(__name__)
 
 ZERO_VELOCITY = 2048
 NOISE_THRESHOLD = 250
+DIFFERENCE_ORDER = 3
 FIRST_SERIES = 10
-HISTORY = ["PYTHON", "ANALYZEFLOW"]
+HISTORY = ["FIRE", "PYTHON"]
 
 
 def remove_background(phases: np.ndarray) -> np.ndarray:
-    """float32 copy of a ``[phase, cha, z, y, x]`` stack with noise pixels set to 2048.
+    """float64 copy of a ``[phase, cha, z, y, x]`` stack with noise pixels set to 2048.
 
-    Noise: ``mean_t |x[t+1] - x[t]| > 250``, per pixel and channel.
+    Noise: ``mean_t |third-order difference over t| > 250``, per pixel and channel, computed in
+    float64 (upstream differences in the input's integer type, which wraps around for uint16).
     """
-    out = phases.astype(np.float32)
-    if len(out) > 1:
-        noise = np.abs(np.diff(out, axis=0)).mean(axis=0) > NOISE_THRESHOLD
+    out = phases.astype(np.float64)
+    if len(out) > DIFFERENCE_ORDER:
+        noise = np.abs(np.diff(out, n=DIFFERENCE_ORDER, axis=0)).mean(axis=0) > NOISE_THRESHOLD
         out[:, noise] = ZERO_VELOCITY
     return out
 
 
 def to_velocity(pixels: np.ndarray, max_value: int) -> np.ndarray:
     """Signed int16 velocity scale ``(x - 2048) * max_value / 2048``, rounded."""
-    return np.around((pixels - ZERO_VELOCITY) * (max_value / ZERO_VELOCITY)).astype(np.int16)
+    return np.around((pixels - ZERO_VELOCITY) * max_value / ZERO_VELOCITY).astype(np.int16)
 
 
 def flow_direction(image: ismrmrd.Image):
@@ -63,25 +68,28 @@ def velocity_image(source: ismrmrd.Image, pixels: np.ndarray, series: int, index
     head.image_index = index
     image = ismrmrd.Image(head, data=pixels)
     meta = ismrmrd.Meta(source.meta)
-    meta.update({"DataRole": "Image", "ImageProcessingHistory": HISTORY, "Keep_image_geometry": "1",
-                 "WindowCenter": "0", "WindowWidth": str(2 * (max_value + 1))})
+    meta.update({"DataRole": "Image", "ImageProcessingHistory": HISTORY,
+                 "WindowCenter": str((max_value + 1) / 2), "WindowWidth": str(max_value + 1),
+                 "Keep_image_geometry": "1"})
+    if "ImageRowDir" not in meta:
+        meta["ImageRowDir"] = ["{:.18f}".format(v) for v in head.read_dir]
+    if "ImageColumnDir" not in meta:
+        meta["ImageColumnDir"] = ["{:.18f}".format(v) for v in head.phase_dir]
     image.meta = meta
     return image
 
 
-def analyze_group(images: list, metadata) -> list:
-    """Pass-through images first, then the velocity images of each flow direction."""
+def analyze(phase: list, metadata) -> list:
+    """The velocity images of each flow direction of the session's phase images."""
     max_value = _images.max_value_of(metadata)
-    phase = [im for im in images if im.image_type == ismrmrd.IMTYPE_PHASE]
-    out = [im for im in images if im.image_type != ismrmrd.IMTYPE_PHASE]
-    for im in out:
-        im.meta["Keep_image_geometry"] = "1"
-    directions = list(dict.fromkeys(flow_direction(im) for im in phase))
+    directions = sorted(dict.fromkeys(flow_direction(im) for im in phase),
+                        key=lambda d: (d is None, str(d)))
     if None in directions:
         log.warning("Phase images without FlowDirDisplay are treated as one more flow direction")
+    n_phases = 1 + max((im.phase for im in phase), default=0)
+    out = []
     for number, direction in enumerate(directions):
         chosen = [im for im in phase if flow_direction(im) == direction]
-        n_phases = 1 + max(im.phase for im in chosen)
         for slice_ in sorted({im.slice for im in chosen}):
             frames = sorted((im for im in chosen if im.slice == slice_), key=lambda im: im.phase)
             velocity = to_velocity(remove_background(np.stack([im.data for im in frames])), max_value)
@@ -91,7 +99,16 @@ def analyze_group(images: list, metadata) -> list:
 
 
 def process(connection, config, metadata):
+    phase = []
+
+    def take(images):
+        """Phase images are kept for the end; the others go back unchanged."""
+        phase.extend(im for im in images if im.image_type == ismrmrd.IMTYPE_PHASE)
+        return [im for im in images if im.image_type != ismrmrd.IMTYPE_PHASE]
+
     try:
-        _images.serve(connection, metadata, on_group=lambda images: analyze_group(images, metadata))
+        _images.serve(connection, metadata, on_group=take)
+        if phase:
+            connection.send_image(analyze(phase, metadata))
     finally:
         connection.send_close()

@@ -6,7 +6,8 @@ plane is then scaled to 0-255 uint8 (``round(x * 255 / maxVal)``, as Pillow
 filters 8-bit images), filtered with ``PIL.ImageFilter.FIND_EDGES`` and scaled
 back to the ``maxVal`` range (``round(e * maxVal / 255)``) in the input's data
 type.  Other images come back unchanged.  Raw input: each slice is
-reconstructed as in ``simplefft``, then filtered.  History ``[PYTHON,
+reconstructed as in ``invertcontrast`` (k-space flipped as upstream's, header of
+the centre line, ``image_index`` from 0), then filtered.  History ``[PYTHON,
 FINDEDGES]``, ``SequenceDescriptionAdditional = FINDEDGES``.
 
 JSON options: those of invertcontrast (``options``, ``sendOriginal``, ``colormap``).
@@ -36,9 +37,9 @@ def find_edges(pixels: np.ndarray, max_value) -> np.ndarray:
 
 def edge_slice(kspace, metadata, image_index, opts):
     """One edge image from a finished :class:`_recon.SliceKspace`."""
-    image = _images.slice_image(kspace, metadata, image_index, HISTORY, find_edges)
+    image = _images.slice_image(kspace, metadata, image_index - 1, HISTORY, find_edges, ice=True)
     image.meta["SequenceDescriptionAdditional"] = DESCRIPTION
-    return _images.decorate(image, opts, _images.max_value_of(metadata))
+    return _images.decorate(image, opts)
 
 
 def process(connection, config, metadata):

@@ -1,8 +1,13 @@
 """invertcontrast: inverts the contrast of images, or of images reconstructed from raw data.
 
 Raw input: readouts grouped per slice as in ``simplefft`` (noise, calibration,
-navigator and phase-correction readouts left out), FFT, root-sum-of-squares,
-int16 scaled to ``BitsStored``, then inverted (``max - x``).
+navigator and phase-correction readouts left out), k-space flipped in readout
+and phase before the FFT as python-ismrmrd-server's invertcontrast does ("to be
+consistent with ICE": the image is simplefft's rotated by 180 degrees about the
+centre pixel, ``y[n] = x[(N - n) mod N]``), root-sum-of-squares, int16 scaled
+to ``BitsStored``, then inverted (``max - x``).  The header comes from the
+readout nearest the centre line ``idx.user[5]``; ``image_index`` is 0 for the
+first slice, then 1, 2, ...
 Image input: images are grouped while ``image_series_index`` stays the same;
 magnitude images (image_type 1 or unset 0) of a group are scaled together to
 ``BitsStored`` and inverted; other images are returned unchanged with
@@ -10,6 +15,9 @@ magnitude images (image_type 1 or unset 0) of a group are scaled together to
 
 JSON options (``invertcontrast.json``): ``options`` = "" | "complex" | "rgb" |
 "roi" | "colormap", ``sendOriginal`` (image input), ``colormap`` (for "rgb").
+``complex``: float32 ``max - x`` without rescaling (raw input: the RSS in ICE's
+scale, multiplied by the number of k-space elements); ``rgb``: the inverted
+image coloured from its lowest to its highest value (jet by default).
 """
 import logging
 
@@ -23,10 +31,12 @@ DESCRIPTION = "FIRE"
 
 
 def invert_slice(kspace, metadata, image_index, opts):
-    """One inverted int16 image from a finished :class:`_recon.SliceKspace`."""
-    image = _images.slice_image(kspace, metadata, image_index, HISTORY, _images.invert)
+    """One inverted image from a finished :class:`_recon.SliceKspace` (the first slice is index 0,
+    as upstream's, which numbers the images of a slice by their cardiac phase)."""
+    image = _images.slice_image(kspace, metadata, image_index - 1, HISTORY, _images.invert, ice=True,
+                                as_float=opts.options == "complex")
     image.meta["SequenceDescriptionAdditional"] = DESCRIPTION
-    return _images.decorate(image, opts, _images.max_value_of(metadata))
+    return _images.decorate(image, opts)
 
 
 def process(connection, config, metadata):

@@ -1,36 +1,43 @@
-"""report: renders the session's header parameters as a text table image.
+"""report: renders header parameters of the session as a text image, one per group of input.
 
-Reads the whole session (raw data or images are only counted), then sends one
-512x512 float32 magnitude image, white text (255) on black, tabulating the
-protocol name, the scanner (vendor, model, field strength), the recon field of
-view and matrix, and the number of input items.  The same texts are stored as
-the MetaAttributes ``protocolName``, ``scanner``, ``fieldOfView``, ``matrixSize``
-and ``inputData``.  Missing header sections, or a header that did not parse
-(``metadata`` is then the raw text), give ``N/A``.  The image takes its
-orientation from the first input item and has 1 mm pixels.
+As python-ismrmrd-server's report (tests/test_upstream_parity.py): every slice of raw data
+(its imaging readouts, until ``LAST_IN_SLICE``) and every series group of magnitude images
+gives one 512 x 512 float32 image; other images (phase, ...) are returned unchanged with
+``Keep_image_geometry = 1``.  The image shows five lines ``<key padded to 12>  <value>``,
+white monospace 12-point text drawn by matplotlib (100 dpi, the first line 25.6 pixels from the
+top and left, 21 pixels apart) on black, converted to grey with the CCIR 601 weights; the same
+texts are stored as the MetaAttributes:
+
+* ``protocolName``: ``measurementInformation.protocolName`` (``None`` when that element is missing);
+* ``scanner``: ``<vendor> <model> <field strength>T``, the field strength with one decimal above
+  1 T and two at or below;
+* ``fieldOfView``: encoded field of view, ``<x> x <y> x <z> mm^3`` with one decimal;
+* ``matrixSize``: encoded matrix ``<x> x <y> x <z>``;
+* ``inputData``: ``<n> readouts`` or ``<n> images`` of the group.
+
+Where upstream's module stops with an exception (no ``measurementInformation``, no
+``acquisitionSystemInformation`` or field strength, no encoding, a header that did not parse),
+that value is ``N/A``.  Header: read, phase and slice directions x, y, z, field of view 512 x 512
+x 1 mm, ``patient_table_position`` and ``acquisition_time_stamp`` of the group's first item,
+series 0, ``image_index`` 0, magnitude.
 """
 import logging
 
 import ismrmrd
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 import _images
-import _recon
 
 log = logging.getLogger(__name__)
 
 SIZE = 512
-MARGIN = 24
-LABEL_WIDTH = 150
-FONT_SIZE = 18
-LINE_HEIGHT = FONT_SIZE + 8
-TEXT_VALUE = 255
+DPI = 100
+FONT_SIZE = 12
+LINE_SPACING = 1.75
+MARGIN = 0.05  # of the image size
+LUMA = (0.2989, 0.5870, 0.1140)  # CCIR 601
 NA = "N/A"
-HISTORY = ["PYTHON", "REPORT"]
-LABELS = {"protocolName": "Protocol", "scanner": "Scanner", "fieldOfView": "Field of view",
-          "matrixSize": "Matrix size", "inputData": "Input data"}
-GEOMETRY = ("position", "read_dir", "phase_dir", "slice_dir", "patient_table_position")
+HISTORY = ["FIRE", "PYTHON"]
 
 
 def header_value(metadata, *path):
@@ -46,86 +53,94 @@ def header_value(metadata, *path):
     return value
 
 
-def report_values(metadata, received: _images.Received) -> dict:
-    """The table's texts, keyed by their MetaAttribute names."""
-    system = ("acquisitionSystemInformation",)
-    field = header_value(metadata, *system, "systemFieldStrength_T")
-    scanner = [header_value(metadata, *system, "systemVendor"), header_value(metadata, *system, "systemModel"),
-               None if field is None else f"{field:g} T"]
-    fov = header_value(metadata, "encoding", 0, "reconSpace", "fieldOfView_mm")
-    matrix = header_value(metadata, "encoding", 0, "reconSpace", "matrixSize")
+def _scanner(metadata) -> str:
+    system = header_value(metadata, "acquisitionSystemInformation")
+    field = header_value(system, "systemFieldStrength_T")
+    if field is None:
+        return NA
+    decimals = 1 if field > 1 else 2
+    return f"{system.systemVendor} {system.systemModel} {field:.{decimals}f}T"
+
+
+def report_values(metadata, count: int, unit: str) -> dict:
+    """The report's texts, keyed by their MetaAttribute names, for a group of ``count`` ``unit``."""
+    measurement = header_value(metadata, "measurementInformation")
+    fov = header_value(metadata, "encoding", 0, "encodedSpace", "fieldOfView_mm")
+    matrix = header_value(metadata, "encoding", 0, "encodedSpace", "matrixSize")
     return {
-        "protocolName": str(header_value(metadata, "measurementInformation", "protocolName") or NA),
-        "scanner": " ".join(str(part) for part in scanner if part) or NA,
-        "fieldOfView": NA if fov is None else f"{fov.x:g} x {fov.y:g} x {fov.z:g} mm",
+        "protocolName": NA if measurement is None else str(measurement.protocolName),
+        "scanner": _scanner(metadata),
+        "fieldOfView": NA if fov is None else f"{fov.x:.1f} x {fov.y:.1f} x {fov.z:.1f} mm^3",
         "matrixSize": NA if matrix is None else f"{matrix.x} x {matrix.y} x {matrix.z}",
-        "inputData": f"{received.acquisitions} acquisitions, {received.images} images",
+        "inputData": f"{count} {unit}",
     }
 
 
-def wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list:
-    """``text`` in lines no wider than ``width`` pixels: broken between words, inside over-long words."""
-    def fits(line: str) -> bool:
-        return draw.textlength(line, font=font) <= width
-    lines = [""]
-    for word in text.split():
-        candidate = f"{lines[-1]} {word}".strip()
-        if fits(candidate) or not lines[-1]:
-            lines[-1] = candidate
-        else:
-            lines.append(word)
-        while not fits(lines[-1]) and len(lines[-1]) > 1:
-            cut = max((n for n in range(1, len(lines[-1])) if fits(lines[-1][:n])), default=1)
-            lines[-1:] = [lines[-1][:cut], lines[-1][cut:]]
-    return lines
+def render(values: dict) -> np.ndarray:
+    """float32 ``[SIZE, SIZE]`` grey picture of the ``key  value`` lines.
 
+    A figure of its own (matplotlib's object interface, Agg), so that sessions in other threads
+    and matplotlib's global style are never touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-def render_table(values: dict) -> np.ndarray:
-    """float32 ``[SIZE, SIZE]`` picture of the label/value table."""
-    canvas = Image.new("L", (SIZE, SIZE), 0)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=FONT_SIZE)
-    y = MARGIN
-    draw.line((MARGIN, y - 6, SIZE - MARGIN, y - 6), fill=TEXT_VALUE // 2)
-    for key, label in LABELS.items():
-        draw.text((MARGIN, y), label, fill=TEXT_VALUE, font=font)
-        for line in wrap(draw, values[key], font, SIZE - 2 * MARGIN - LABEL_WIDTH):
-            draw.text((MARGIN + LABEL_WIDTH, y), line, fill=TEXT_VALUE, font=font)
-            y += LINE_HEIGHT
-        draw.line((MARGIN, y - 6, SIZE - MARGIN, y - 6), fill=TEXT_VALUE // 2)
-    column = MARGIN + LABEL_WIDTH - 10
-    draw.line((column, MARGIN - 6, column, y - 6), fill=TEXT_VALUE // 2)
-    return np.asarray(canvas, dtype=np.float32)
+    figure = Figure(figsize=(SIZE / DPI, SIZE / DPI), dpi=DPI, frameon=False)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.imshow(np.zeros((SIZE, SIZE, 3), dtype=np.uint8))  # black, and pixel coordinates for the text
+    axes.axis("off")
+    width = max(len(key) for key in values)
+    for row, (key, value) in enumerate(values.items()):
+        axes.text(SIZE * MARGIN, SIZE * MARGIN + row * FONT_SIZE * LINE_SPACING, f"{key:{width}}  {value}",
+                  va="center", fontsize=FONT_SIZE, color="white", fontfamily="monospace")
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.dot(rgba[..., :3], LUMA).astype(np.float32)
 
 
 def report_image(values: dict, first_item) -> ismrmrd.Image:
     """The float32 report image with the values as MetaAttributes."""
-    image = ismrmrd.Image.from_array(render_table(values), transpose=False)
+    image = ismrmrd.Image.from_array(render(values), transpose=False)
     head = image.getHead()
-    head.read_dir, head.phase_dir, head.slice_dir = (1, 0, 0), (0, 1, 0), (0, 0, 1)
-    for field in GEOMETRY if first_item is not None else ():
-        setattr(head, field, getattr(first_item.getHead(), field))
     head.field_of_view = (float(SIZE), float(SIZE), 1.0)
+    head.read_dir, head.phase_dir, head.slice_dir = (1, 0, 0), (0, 1, 0), (0, 0, 1)
+    head.patient_table_position = first_item.getHead().patient_table_position
+    head.acquisition_time_stamp = first_item.getHead().acquisition_time_stamp
     head.image_type = ismrmrd.IMTYPE_MAGNITUDE
-    head.image_index = 1
+    head.image_series_index = 0
+    head.image_index = 0
     image.setHead(head)
-    image.meta = _recon.display_meta(image, TEXT_VALUE, HISTORY)
-    image.meta.update(values)
+    meta = ismrmrd.Meta({"DataRole": "Image", "ImageProcessingHistory": HISTORY, "Keep_image_geometry": "1"})
+    meta["ImageRowDir"] = ["{:.18f}".format(v) for v in head.read_dir]
+    meta["ImageColumnDir"] = ["{:.18f}".format(v) for v in head.phase_dir]
+    meta.update(values)
+    image.meta = meta
     return image
 
 
-def process(connection, config, metadata):
-    received, first_item = _images.Received(), None
-    try:
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, (ismrmrd.Acquisition, ismrmrd.Image)):
-                first_item = item if first_item is None else first_item
-                received.acquisitions += isinstance(item, ismrmrd.Acquisition)
-                received.images += isinstance(item, ismrmrd.Image)
-        values = report_values(metadata, received)
+def report_slice(kspace, metadata):
+    values = report_values(metadata, len(kspace), "readouts")
+    log.info("report: %s", values)
+    return report_image(values, kspace.first_readout())
+
+
+def report_group(images, metadata):
+    """Non-magnitude images back unchanged, then the report of the magnitude images."""
+    magnitude = [im for im in images if im.image_type in _images.MAGNITUDE_TYPES]
+    out = [im for im in images if im.image_type not in _images.MAGNITUDE_TYPES]
+    for im in out:
+        im.meta["Keep_image_geometry"] = "1"
+    if magnitude:
+        values = report_values(metadata, len(magnitude), "images")
         log.info("report: %s", values)
-        connection.send_image(report_image(values, first_item))
+        out.append(report_image(values, magnitude[0]))
+    return out
+
+
+def process(connection, config, metadata):
+    try:
+        _images.serve(connection, metadata, on_slice=lambda kspace, index: report_slice(kspace, metadata),
+                      on_group=lambda images: report_group(images, metadata))
     finally:
         connection.send_close()

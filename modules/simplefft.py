@@ -3,7 +3,10 @@
 Readouts are grouped per slice (until ``LAST_IN_SLICE``); noise, calibration,
 navigator and phase-correction readouts are left out.  Each group gives one
 int16 magnitude image scaled to ``BitsStored`` (default 12 bits), cropped to the
-recon matrix (readout oversampling removed).  Images that arrive are ignored
+recon matrix (readout oversampling removed).  As python-ismrmrd-server's
+simplefft: k-space is transformed as measured (no flip), the header is the
+slice's first readout's (without its flags), no ``Keep_image_geometry``;
+``image_index`` counts the slices from 1.  Images that arrive are ignored
 (one INFO text says so); a group left open at CLOSE is reconstructed as well.
 """
 import logging

@@ -55,3 +55,52 @@ def test_grouper_skips_noise_and_closes_slices_at_last_in_slice():
 def test_to_int16_scales_peak_to_bits_stored():
     out = _recon.to_int16(np.array([[0.0, 0.5], [1.0, 0.25]]), 4095)
     assert out.dtype == np.int16 and out.tolist() == [[0, 2048], [4095, 1024]]
+
+
+def centred_ifft2(kspace):
+    axes = (-2, -1)
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=axes), axes=axes), axes=axes)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 48), (2, 31, 45)])
+def test_ice_flip_is_the_image_of_kspace_flipped_in_phase_and_readout(shape):
+    """python-ismrmrd-server's invertcontrast flips k-space with ``np.flip(data, (1, 2))`` before the
+    FFT; for even sizes that image is the unflipped one reversed about the centre pixel."""
+    rng = np.random.default_rng(3)
+    coil_images = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    kspace = centred_fft2(coil_images)
+    slice_kspace = _recon.SliceKspace("not a parsed header")
+    for acq in readouts_of(kspace):
+        slice_kspace.add(acq)
+    flipped = slice_kspace.rss_image(ice_flip=True)
+    assert nrmse(flipped, rss(centred_ifft2(np.flip(kspace, (1, 2))))) < 1e-5
+    if shape[1] % 2 == 0 and shape[2] % 2 == 0:
+        ny, nx = shape[1:]
+        reversed_ = rss(coil_images)[(ny - np.arange(ny)) % ny][:, (nx - np.arange(nx)) % nx]
+        assert nrmse(flipped, reversed_) < 1e-5
+
+
+def parsed_header(encoded, recon, centre):
+    """The parts of an ismrmrdHeader that _recon reads."""
+    from types import SimpleNamespace as NS
+    size = lambda x, y: NS(x=x, y=y, z=1)  # noqa: E731
+    return NS(encoding=[NS(encodedSpace=NS(matrixSize=size(*encoded)), reconSpace=NS(matrixSize=size(*recon)),
+                           encodingLimits=NS(kspace_encoding_step_1=NS(center=centre)))])
+
+
+def test_short_readouts_sit_at_the_end_of_the_encoded_row_and_the_header_comes_from_the_centre_line():
+    """An asymmetric echo (fewer samples than the encoded x) keeps its samples at the end of the row,
+    the missing first ones zero, as upstream does; ``user[5]`` names the centre line."""
+    rng = np.random.default_rng(4)
+    kspace = centred_fft2(rng.standard_normal((2, 16, 32)) + 0j)
+    kspace[:, :, :6] = 0  # the part an asymmetric echo does not measure
+    slice_kspace = _recon.SliceKspace(parsed_header((32, 16), (32, 16), 8))
+    for acq in readouts_of(kspace[:, :, 6:]):
+        acq.idx.user[5] = 8
+        slice_kspace.add(acq)
+    assert slice_kspace.kspace.shape == (2, 16, 32)
+    assert nrmse(slice_kspace.rss_image(), rss(centred_ifft2(kspace))) < 1e-5
+    assert slice_kspace.centre_line_readout().idx.kspace_encode_step_1 == 8
+    assert slice_kspace.first_readout() is slice_kspace.readouts[0]
+    with pytest.raises(ValueError, match="do not fit"):
+        slice_kspace.add(ismrmrd.Acquisition.from_array(np.zeros((2, 40), np.complex64)))

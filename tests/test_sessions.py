@@ -66,7 +66,15 @@ def test_invertcontrast_inverts_raw_and_image_input(server, phantom, tmp_path):
                       str(phantom)).returncode == 0
     reference, _, _ = images_of(fft_out, "g")
     inverted_raw, _, _ = images_of(inv_out, "g")
-    assert np.array_equal(inverted_raw, 4095 - reference)
+    # From raw data invertcontrast flips k-space in readout and phase before the FFT, as
+    # python-ismrmrd-server's does (tests/test_upstream_parity.py): its image is simplefft's reversed
+    # about the centre pixel, y[n] = x[(N - n) mod N] on the full grid. Rows: N = 64. Columns: the
+    # 64 of the recon matrix are the middle of 128 oversampled ones, so column j > 0 is simplefft's
+    # 64 - j, and column 0 is simplefft's oversampled column 96, outside its crop (background here).
+    flipped = reference[..., (64 - np.arange(64)) % 64, :][..., :0:-1]
+    assert np.array_equal(4095 - inverted_raw[..., 1:], flipped)
+    assert (4095 - inverted_raw[..., 0]).max() < 0.02 * 4095
+    assert np.abs((4095 - inverted_raw).astype(int) - reference).max() > 1000  # the orientation does differ
     result = run_client(server.port, "-c", "invertcontrast", "-o", str(img_out), "-G", "g", "-g", "g", str(fft_out))
     assert result.returncode == 0, result.stdout + result.stderr
     inverted_images, heads, attrs = images_of(img_out, "g")
