@@ -1,4 +1,5 @@
 """Pytest fixtures: repository imports, a real server subprocess on 127.0.0.1, client runs, NRMSE."""
+import os
 import signal
 import socket
 import subprocess
@@ -67,6 +68,48 @@ class ServerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+
+# --- servers that are not our children (started by the FIRE scripts in the background) ------------
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie (the server is not our child: no waitpid)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self/stat").exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_listening(port: int, pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise RuntimeError(f"server pid {pid} exited before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"server pid {pid} did not listen on {port}")
+
+
+def stop(pid: int, timeout: float = 30.0) -> None:
+    if not pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise TimeoutError(f"server pid {pid} ignored SIGTERM for {timeout} s")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

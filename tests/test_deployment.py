@@ -4,8 +4,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port, generate_phantom, run_client
+from conftest import REPO, free_port, generate_phantom, run_client, stop, wait_listening
 
 DOCKER = REPO / "docker"
 SCRIPTS = ("start-fire-python-server.sh", "start-fire-python-server-with-data-storage.sh",
@@ -47,46 +45,6 @@ def phantom(tmp_path_factory):
 
 
 # --- background servers started by the scripts ---------------------------------------------------
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (the server is not our child: no waitpid)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if Path("/proc/self/stat").exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (FileNotFoundError, ProcessLookupError):
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_listening(port: int, pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise RuntimeError(f"server pid {pid} exited before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server pid {pid} did not listen on {port}")
-
-
-def stop(pid: int, timeout: float = 30.0) -> None:
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise TimeoutError(f"server pid {pid} ignored SIGTERM for {timeout} s")
-        time.sleep(0.05)
-
 
 class StartedServer:
     """Runs a start script (which must return at once) and owns the server it leaves behind."""

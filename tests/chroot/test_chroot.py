@@ -13,8 +13,6 @@ FIRE scanners run: a whole number of 100 MB (MiB), at least 50 MB free; the file
 import os
 import re
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import time
@@ -24,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, free_port, generate_phantom, images_of, nrmse, rss, run_client
+from conftest import REPO, free_port, generate_phantom, images_of, nrmse, rss, run_client, stop, wait_listening
 
 CODE = "/opt/code/python-ismrmrd-server"
 SCRIPTS = ("start-fire-python-server.sh", "start-fire-python-server-with-data-storage.sh",
@@ -41,40 +39,6 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chroot and mknod need
 def mounts_under(root: Path) -> list[str]:
     points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     return [p for p in points if p == str(root) or p.startswith(f"{root}/")]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is no zombie (the server is not our child)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def wait_listening(port: int, pid: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise RuntimeError(f"server pid {pid} exited before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server pid {pid} did not listen on {port}")
-
-
-def stop(pid: int, timeout: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` (and an error: the server must stop on SIGTERM)."""
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise TimeoutError(f"server pid {pid} ignored SIGTERM for {timeout} s")
-        time.sleep(0.05)
 
 
 def debugfs(img: Path, request: str) -> str:
@@ -155,7 +119,7 @@ def test_fire_start_script_serves_from_the_chroot(built, phantom, tmp_path, scri
     assert started.returncode == 0, started.stdout + started.stderr
     pid = int(started.stdout.strip().splitlines()[-1])
     try:
-        wait_listening(port, pid)
+        wait_listening(port, pid, timeout=60.0)
         assert Path(f"/proc/{pid}/root").resolve() == root  # the server runs inside the chroot
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
         assert Path(cmdline[0]).name.startswith("python3") and cmdline[1].endswith("/main.py") and "-l=/tmp/share/log.txt" in cmdline
