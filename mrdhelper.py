@@ -142,28 +142,26 @@ def _json_error(key: str, expected: str, value: Any) -> ConfigError:
     return ConfigError(f'JSON configuration: parameters.{key} must be {expected}, got {describe(value)}')
 
 
-def _json_int(key: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+def _json_number(key: str, value: Any, kind: type, expected: str) -> Any:
+    """``value`` as ``kind`` (int or float): a number of that kind (an int also for a float, a whole
+    float also for an int) or a string ``kind()`` reads; bools are not numbers."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float or isinstance(value, int) or value.is_integer():
+            return kind(value)
+    elif isinstance(value, str):
         try:
-            return int(value)
+            return kind(value)
         except ValueError:
             pass
-    raise _json_error(key, 'an int', value)
+    raise _json_error(key, expected, value)
+
+
+def _json_int(key: str, value: Any) -> int:
+    return _json_number(key, value, int, 'an int')
 
 
 def _json_float(key: str, value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise _json_error(key, 'a float', value)
+    return _json_number(key, value, float, 'a float')
 
 
 def _json_bool(key: str, value: Any) -> bool:

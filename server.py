@@ -321,24 +321,23 @@ def drain(connection: Connection) -> None:
             break
 
 
+@dataclasses.dataclass(eq=False)
 class Session:
     """One MRD session over a :class:`Connection`: setup, module dispatch, error report, one CLOSE.
 
     ``stream`` (stdin/stdout mode) makes the configuration message optional and
-    echoes the header first; ``module`` fixes the module whatever the session says.
+    echoes the header first; ``fixed_module`` fixes the module whatever the session says.
     """
 
-    def __init__(self, connection: Connection, config: ServerConfig, registry: ModuleRegistry, peer: Any,
-                 module: str | None = None, stream: bool = False) -> None:
-        self.connection = connection
-        self.config = config
-        self.registry = registry
-        self.peer = peer
-        self.fixed_module = module
-        self.stream = stream
-        self.failed = False
-        self._stream_broken = False
-        self._timed_out = False
+    connection: Connection
+    config: ServerConfig
+    registry: ModuleRegistry
+    peer: Any
+    fixed_module: str | None = None
+    stream: bool = False
+    failed: bool = dataclasses.field(default=False, init=False)
+    _stream_broken: bool = dataclasses.field(default=False, init=False)
+    _timed_out: bool = dataclasses.field(default=False, init=False)
 
     def run(self) -> bool:
         """Run the session to its end; True when no error was reported."""
@@ -520,7 +519,7 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
     connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
                                          savedataFolder=config.savedata_folder, savedata=config.savedata)
     threading.current_thread().name = new_session_id()
-    ok = Session(connection, config, registry, "stdin", module=module, stream=True).run()
+    ok = Session(connection, config, registry, "stdin", fixed_module=module, stream=True).run()
     stdout.flush()
     return 0 if ok else 1
 
