@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from connection import MrdError
+from _errors import MrdError
 
 log = logging.getLogger(__name__)
 

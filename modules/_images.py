@@ -4,8 +4,7 @@
 magnitude images, scale them together to ``BitsStored``, apply the module's
 pixel operation, decorate the result (ROI, colour table or RGB, per the JSON
 ``options``), and optionally send the originals back in series 99.  Options are
-read once into :class:`ImageOptions`; bad values raise :class:`ConfigError` (``mrdhelper``'s,
-re-exported here).
+read once into :class:`ImageOptions`; bad values raise ``_errors.ConfigError``.
 
 :func:`serve` is the session loop every example module shares: readouts are
 grouped per slice, images per series, and what the module's callbacks return
@@ -22,9 +21,9 @@ import numpy as np
 
 import constants
 import mrdhelper
-from mrdhelper import ConfigError
 
 import _recon
+from _errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +133,6 @@ def originals(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
     return out
 
 
-def max_value_of(metadata: Any) -> int:
-    """``2**BitsStored - 1``: the largest pixel value of int16 output (4095 by default)."""
-    return 2 ** _recon.bits_stored(metadata) - 1
-
-
 def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions, history: list[str],
                   description: str, pixel_op: Callable[[np.ndarray, int], np.ndarray],
                   extra_meta: Optional[dict] = None) -> list[ismrmrd.Image]:
@@ -154,7 +148,7 @@ def process_group(images: list[ismrmrd.Image], metadata: Any, opts: ImageOptions
     are scaled from the lowest and highest value of the whole group.
     ``extra_meta`` is added to every processed image.
     """
-    max_value = max_value_of(metadata)
+    max_value = _recon.max_value_of(metadata)
     magnitude = [im for im in images if im.image_type in MAGNITUDE_TYPES]
     out = originals(magnitude) if opts.send_original else []
     for im in images:
@@ -217,7 +211,7 @@ def slice_image(kspace: _recon.SliceKspace, metadata: Any, image_index: int, his
         pixels = magnitude * np.float32(kspace.kspace.size)
         max_value = float(pixels.max())
     else:
-        max_value = max_value_of(metadata)
+        max_value = _recon.max_value_of(metadata)
         pixels = _recon.to_int16(magnitude, max_value)
     if pixel_op is not None:
         pixels = pixel_op(pixels, max_value)

@@ -203,11 +203,21 @@ def bits_stored(metadata: Any) -> int:
     return mrdhelper.get_userParameterLong_value(metadata, "BitsStored") or DEFAULT_BITS_STORED
 
 
-def to_int16(magnitude: np.ndarray, max_value: int) -> np.ndarray:
-    """Scale so the maximum becomes ``max_value``, round, and store as int16."""
-    peak = float(magnitude.max()) if magnitude.size else 0.0
-    scale = max_value / peak if peak > 0 else 0.0
-    return np.around(magnitude * scale).astype(np.int16)
+def max_value_of(metadata: Any) -> int:
+    """``2**BitsStored - 1``: the largest pixel value of int16 output (4095 by default)."""
+    return 2 ** bits_stored(metadata) - 1
+
+
+def int16_scale(peak: float, max_value: int) -> float:
+    """The factor that takes ``peak`` to ``max_value`` (0 for a peak that is not positive)."""
+    return max_value / peak if peak > 0 else 0.0
+
+
+def to_int16(magnitude: np.ndarray, max_value: int, peak: float | None = None) -> np.ndarray:
+    """Scale so that ``peak`` (default: the maximum) becomes ``max_value``, round, and store as int16."""
+    if peak is None:
+        peak = float(magnitude.max()) if magnitude.size else 0.0
+    return np.around(magnitude * int16_scale(peak, max_value)).astype(np.int16)
 
 
 def display_meta(image: ismrmrd.Image, max_value: float, history: list[str],

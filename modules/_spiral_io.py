@@ -6,17 +6,17 @@ from typing import Any, Sequence
 
 import ismrmrd
 
-import _images
 import _recon
 import _spiral
 import _toml
+from _errors import ConfigError
 
 
 def trajectory_meta(metadata: Any, metafile_paths: Sequence[str]) -> _spiral.SpiralMeta:
     """The metafile ``<tSequenceVariant>.mat`` from the configured folders; ConfigError without a hash."""
     seq_hash = _spiral.sequence_hash(metadata)
     if seq_hash is None:
-        raise _images.ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
+        raise ConfigError("the header has no tSequenceVariant user parameter (sequence hash)")
     return _spiral.load_metafile(_spiral.find_metafile(seq_hash, [_toml.resolve(p) for p in metafile_paths]))
 
 

@@ -8,7 +8,8 @@ repository's ``configs/``), and takes the defaults when there is none.  Every er
 used (its full path): :func:`check_types` rejects values of the wrong type, naming the key with
 its table, and the dataclass's own value checks (``__post_init__``) are prefixed with the path.
 Unknown keys are ignored with a warning, to the log and to the client, that suggests the closest
-valid key.
+valid key.  :class:`ConfigError` (``mrdhelper``'s, through ``_errors``) is importable from here,
+next to the reader that raises it.
 """
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ import dataclasses
 import difflib
 import logging
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
 
 import constants
 import mrdhelper
-from _images import ConfigError
+from _errors import ConfigError
+
+__all__ = ["ConfigError", "check_types", "load", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +34,6 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIRS = (Path("/tmp/share/configs"), REPO_DIR / "configs")
 SECTIONS = ("reconstruction", "binning")
 T = TypeVar("T")
-_TYPES = {"list": list, "str": str, "bool": bool, "int": int, "float": (int, float)}
-_ARTICLES = {"int": "an int"}
 
 
 def load(cls: type[T], config: Any, file_name: str, connection: Any) -> T:
@@ -106,17 +109,65 @@ def _unknown_key_text(path: Path | str, key: str, table: Optional[str], names: s
     return f"{text} (did you mean '{match[0]}'?)" if match else text
 
 
+def _type_name(kind: Any) -> str:
+    """``int`` -> ``an int``, ``list[str]`` -> ``a list of str``, ``float | None`` -> ``a float``
+    (TOML has no null: an optional setting is given by its type or left out)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in args if k is not type(None))
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        inner = [getattr(a, "__name__", str(a)) for a in args]
+        if origin is list and inner:
+            return f"a list of {inner[0]}"
+        if origin is dict and len(inner) == 2:
+            return f"a dict of {inner[0]} to {inner[1]}"
+        return f"a {name}"
+    name = getattr(kind, "__name__", str(kind))
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
+
+
+def _mismatch(kind: Any, value: Any) -> Optional[str]:
+    """None when ``value`` has the type ``kind`` (a type hint); else the expected type in words,
+    at the level where it differs (``a list`` for a string, ``a list of str`` for ``[1]``).
+
+    An int is a float; a bool is neither; ``Any`` takes everything."""
+    if kind is Any:
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return None if any(_mismatch(k, value) is None for k in args) else _type_name(kind)
+    if origin is not None:  # list[str], dict[str, int], tuple[int, ...]
+        if not isinstance(value, origin):
+            return _type_name(origin)
+        if origin is list and args and any(_mismatch(args[0], v) is not None for v in value):
+            return _type_name(kind)
+        if origin is dict and len(args) == 2 and any(
+                _mismatch(args[0], k) is not None or _mismatch(args[1], v) is not None for k, v in value.items()):
+            return _type_name(kind)
+        return None
+    if kind is type(None):
+        return None if value is None else "none"
+    if isinstance(value, bool) and kind is not bool:
+        return _type_name(kind)
+    if kind is float:
+        return None if isinstance(value, (int, float)) else _type_name(kind)
+    return None if isinstance(value, kind) else _type_name(kind)
+
+
 def check_types(cls: type, values: Mapping[str, Any], source: Path | str,
                 tables: Optional[Mapping[str, str]] = None) -> None:
     """ConfigError ``<source>: [table] key must be an int, got list [1, 2]`` for the first value
-    that does not have its field's type (an int is a float; a bool is neither)."""
-    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    that does not have its field's type (the dataclass's type hints, resolved with
+    ``typing.get_type_hints``: ``list[str]`` and ``float | None`` work; an int is a float; a bool
+    is neither)."""
+    kinds = typing.get_type_hints(cls)
     tables = tables or {}
     for key, value in values.items():
-        kind = kinds[key]
-        if not isinstance(value, _TYPES[kind]) or (kind in ("int", "float") and isinstance(value, bool)):
+        expected = _mismatch(kinds[key], value)
+        if expected is not None:
             raise ConfigError(f"{source}: {_key_label(key, tables.get(key))} must be "
-                              f"{_ARTICLES.get(kind, 'a ' + kind)}, got {mrdhelper.describe(value)}")
+                              f"{expected}, got {mrdhelper.describe(value)}")
 
 
 def resolve(path: str) -> Path:

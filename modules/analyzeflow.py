@@ -24,6 +24,7 @@ import ismrmrd
 import numpy as np
 
 import _images
+import _recon
 import mrdhelper
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def velocity_image(source: ismrmrd.Image, pixels: np.ndarray, series: int, index
 
 def analyze(phase: list, metadata) -> list:
     """The velocity images of each flow direction of the session's phase images."""
-    max_value = _images.max_value_of(metadata)
+    max_value = _recon.max_value_of(metadata)
     directions = sorted(dict.fromkeys(flow_direction(im) for im in phase),
                         key=lambda d: (d is None, str(d)))
     if None in directions:

@@ -80,7 +80,7 @@ def reconstruct(readouts: list[ismrmrd.Acquisition], metadata: Any) -> list[ismr
     images = images.reshape(kspace.shape)  # BART drops trailing singleton dimensions
     # Magnitude first, then squared, as upstream computes it, so that the int16 pixels are identical.
     magnitude = np.sqrt(np.square(np.abs(images)).sum(axis=3))  # [line, readout, phase]
-    max_value = 2 ** _recon.bits_stored(metadata) - 1
+    max_value = _recon.max_value_of(metadata)
     pixels = _recon.to_int16(magnitude, max_value)
     _, (rx, ry), _ = _recon.matrix_sizes(metadata)
     pixels = crop(crop(pixels, rx, axis=1), ry, axis=0)

@@ -22,6 +22,7 @@ import scipy.ndimage
 
 import _images
 import mrdhelper
+from _errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class FilterOptions:
 
     def __post_init__(self) -> None:
         if self.filter_size < 0:
-            raise _images.ConfigError(f"filterSize {self.filter_size} must be 0 (off) or a positive size")
+            raise ConfigError(f"filterSize {self.filter_size} must be 0 (off) or a positive size")
 
     @classmethod
     def from_config(cls, config) -> "FilterOptions":

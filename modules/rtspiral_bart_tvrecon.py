@@ -19,11 +19,11 @@ import ismrmrd
 import numpy as np
 
 import _bart
-import _images
 import _recon
 import _spiral
 import _spiral_io
 import _toml
+from _errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class TvConfig:
 
     def __post_init__(self) -> None:
         if self.arms_per_frame < 1 or self.num_chunks < 1 or self.num_iter < 1 or self.num_recon_frames < 0:
-            raise _images.ConfigError("arms_per_frame, num_chunks, num_iter must be >= 1")
+            raise ConfigError("arms_per_frame, num_chunks, num_iter must be >= 1")
 
 
 def bart_arrays(arms: list[ismrmrd.Acquisition], coord: np.ndarray, pre_discard: int, interleaves: int,
@@ -110,7 +110,7 @@ def chunks(frames: int, count: int) -> list[tuple[int, int, int, int]]:
 
 def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, index: int) -> ismrmrd.Image:
     """int16 magnitude image ``flip_x(pixels)ᵀ`` scaled to BitsStored; header from the frame's last arm."""
-    max_value = _images.max_value_of(metadata)
+    max_value = _recon.max_value_of(metadata)
     image = _recon.image_from_readout(_recon.to_int16(np.abs(pixels)[::-1].T, max_value), arm, metadata, index)
     head = image.getHead()
     head.repetition = index
@@ -128,7 +128,7 @@ def process(connection, config, metadata):
         if cfg.num_recon_frames:
             frames = min(frames, cfg.num_recon_frames)
         if frames < 1:
-            raise _images.ConfigError(f"{len(arms)} arms are fewer than arms_per_frame = {cfg.arms_per_frame}")
+            raise ConfigError(f"{len(arms)} arms are fewer than arms_per_frame = {cfg.arms_per_frame}")
         m = _spiral.matrix_size(meta, cfg.fov_oversampling)
         interleaves = meta.repetitions
         kx, ky = meta.kx[:, :interleaves], meta.ky[:, :interleaves]

@@ -21,12 +21,12 @@ import numpy as np
 
 import _backend
 import _coils
-import _images
 import _recon
 import _spiral
 import _spiral_io
 import _toml
 from mrdsave import SessionRecorder
+from _errors import ConfigError
 from _gridding import shared_gridder
 from _view_sharing import SlidingWindow
 
@@ -55,13 +55,13 @@ class SpiralConfig:
 
     def __post_init__(self) -> None:
         if self.arms_per_frame < 1 or self.window_shift < 1:
-            raise _images.ConfigError("arms_per_frame and window_shift must be >= 1")
+            raise ConfigError("arms_per_frame and window_shift must be >= 1")
         if self.fov_oversampling < 1:
-            raise _images.ConfigError(f"fov_oversampling = {self.fov_oversampling} must be >= 1")
+            raise ConfigError(f"fov_oversampling = {self.fov_oversampling} must be >= 1")
         if self.kspace_filter not in ("none", "hann"):
-            raise _images.ConfigError(f"kspace_filter = {self.kspace_filter!r} is not none or hann")
+            raise ConfigError(f"kspace_filter = {self.kspace_filter!r} is not none or hann")
         if self.coil_combine not in ("rssq", "adaptive"):
-            raise _images.ConfigError(f"coil_combine = {self.coil_combine!r} is not rssq or adaptive")
+            raise ConfigError(f"coil_combine = {self.coil_combine!r} is not rssq or adaptive")
 
     @classmethod
     def load(cls, config: Any, connection: Any) -> "SpiralConfig":
@@ -124,7 +124,7 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg
                 window: SlidingWindow, index: int, repetition: int) -> ismrmrd.Image:
     """MRD image of one frame: ``flip_x(pixels)ᵀ``, header from the frame's last arm."""
     oriented = np.ascontiguousarray(pixels[::-1, :].T)
-    max_value = _images.max_value_of(metadata)
+    max_value = _recon.max_value_of(metadata)
     meta = {"DataRole": "Image", "ImageProcessingHistory": HISTORY,
             "NumArmsPerFrame": str(window.arms_per_frame), "GriddingWindowShift": str(window.window_shift)}
     if np.iscomplexobj(oriented):

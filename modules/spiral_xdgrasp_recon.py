@@ -19,13 +19,13 @@ import numpy as np
 
 import _bart
 import _binning
-import _images
 import _recon
 import _spiral
 import _spiral_io
 import _toml
 import constants
 import rtspiral_bart_tvrecon as tv
+from _errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +56,20 @@ class XdGraspConfig:
 
     def __post_init__(self) -> None:
         if self.trigger_source not in TRIGGER_SOURCES:
-            raise _images.ConfigError(f"trigger_source = {self.trigger_source!r} is not one of "
+            raise ConfigError(f"trigger_source = {self.trigger_source!r} is not one of "
                                       f"{', '.join(TRIGGER_SOURCES)}")
         if self.n_respiratory_bins < 2 or self.n_respiratory_bins % 2 or self.n_cardiac_bins < 1:
-            raise _images.ConfigError("n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
+            raise ConfigError("n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
 
 
 def pilot_tone(waves: list, count: int) -> np.ndarray:
     """Decoded waveform-1025 channels ``[5, count]``, the messages joined in arrival order."""
     parts = [w.data for w in waves if w.waveform_id == _binning.PILOT_TONE_ID]
     if not parts:
-        raise _images.ConfigError("no pilot-tone waveform (id 1025) received; it gives the respiratory signal")
+        raise ConfigError("no pilot-tone waveform (id 1025) received; it gives the respiratory signal")
     signals = _binning.decode_pilot_tone(np.concatenate(parts, axis=1))
     if signals.shape[1] < count:
-        raise _images.ConfigError(f"pilot tone has {signals.shape[1]} samples for {count} arms")
+        raise ConfigError(f"pilot tone has {signals.shape[1]} samples for {count} arms")
     return signals[:, :count]
 
 
@@ -104,7 +104,7 @@ def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, res
     members = [[np.flatnonzero((resp == r) & (card == c)) for c in range(ncard)] for r in range(nr)]
     counts = [len(i) for row in members for i in row]
     if min(counts) == 0 and not cfg.fill_small_bins:
-        raise _images.ConfigError("a (respiratory, cardiac) bin is empty; set fill_small_bins = true")
+        raise ConfigError("a (respiratory, cardiac) bin is empty; set fill_small_bins = true")
     n = max(counts) if cfg.fill_small_bins else min(counts)
     ncoil, ns = arms[0].data.shape[0], coord.shape[1]
     kspace = np.zeros((1, ns, n, ncoil) + (1,) * 6 + (nr, ncard), np.complex64)
@@ -143,7 +143,7 @@ def process(connection, config, metadata):
                                   "-p", "pat", "-t", "traj", "k", "s", "x"],
                                  {"traj": traj, "k": kspace, "s": sens, "pat": pattern})["x"]
         images = np.abs(np.asarray(images).reshape(m, m, cfg.n_respiratory_bins, cfg.n_cardiac_bins))
-        max_value = _images.max_value_of(metadata)
+        max_value = _recon.max_value_of(metadata)
         scaled = np.around(images * (max_value / max(float(images.max()), np.finfo(np.float32).tiny))).astype(np.int16)
         connection.send_logging(constants.MRD_LOGGING_INFO, "Reconstruction is finished. Sending images...")
         last = arms[kept[-1]]

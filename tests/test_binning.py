@@ -128,7 +128,7 @@ def test_generator_waveforms_bin_by_their_known_phases(tmp_path):
 def test_bins_are_padded_without_measurements_or_cropped_to_the_smallest(fill):
     import ismrmrd
     import spiral_xdgrasp_recon as xd
-    from _images import ConfigError
+    from _errors import ConfigError
     ns, pre, coils, interleaves = 6, 2, 2, 4
     coord = np.arange(interleaves * ns * 2, dtype=np.float32).reshape(interleaves, ns, 2)
     arms = []
