@@ -1,31 +1,45 @@
 """CPU/GPU switch of the modules (never dispatched: leading ``_``).
 
-The array module ``xp`` is chosen once per session from a device number:
-CuPy on that GPU when CuPy imports and the device exists, otherwise NumPy with
-one log line saying why.  ``sparse``/``fft`` give the matching
-``scipy.sparse``/``scipy.fft`` namespaces, so reconstruction code has one body
-for both devices.
+The one place that knows the device, in the manner of sigpy's ``Device``/``get_array_module``:
+
+* :func:`select` turns a configured device number into a :class:`Backend`: CuPy on that GPU when
+  CuPy imports and the device exists, otherwise the CPU backend (NumPy/SciPy) with one log line
+  saying why;
+* a :class:`Backend` gives the array module ``xp``, the matching FFT module ``fft``
+  (``scipy.fft`` or ``cupyx.scipy.fft``) with :attr:`Backend.fft_options`, copies to and from the
+  device, and :meth:`Backend.pick`, which chooses between a CPU and a GPU implementation of one
+  interface (``_gridding.CpuArmTables`` or ``_gpu_gridding.GpuArmTables``), so that code above it
+  has no device branches of its own;
+* :func:`array_module` is the ``xp`` of an array at hand (NumPy or CuPy), for functions that take
+  arrays from either device (``_coils``).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.fft
-import scipy.sparse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def array_module(array: Any) -> ModuleType:
+    """``cupy`` for a CuPy array, else ``numpy`` (sigpy's ``get_array_module``)."""
+    if type(array).__module__.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
 
 
 @dataclasses.dataclass(frozen=True)
 class Backend:
-    """The array, sparse-matrix and FFT modules of one device; ``gpu`` is the CUDA device or -1."""
+    """The array and FFT modules of one device; ``gpu`` is the CUDA device, -1 for the CPU."""
 
     xp: ModuleType
-    sparse: ModuleType
     fft: ModuleType
     gpu: int
 
@@ -37,6 +51,10 @@ class Backend:
     @property
     def name(self) -> str:
         return f"GPU {self.gpu} (CuPy)" if self.gpu >= 0 else "CPU (NumPy)"
+
+    def pick(self, cpu: T, gpu: T) -> T:
+        """``cpu`` or ``gpu``, whichever runs on this backend's device."""
+        return gpu if self.gpu >= 0 else cpu
 
     def to_device(self, array: Any, dtype: Any = None) -> Any:
         """``array`` C-contiguous on this device (as ``dtype`` when given); an array that already
@@ -56,7 +74,7 @@ class Backend:
             self.xp.cuda.Stream.null.synchronize()
 
 
-CPU = Backend(np, scipy.sparse, scipy.fft, -1)
+CPU = Backend(np, scipy.fft, -1)
 
 
 def select(gpu_device: int) -> Backend:
@@ -66,7 +84,6 @@ def select(gpu_device: int) -> Backend:
     try:
         import cupy
         import cupyx.scipy.fft
-        import cupyx.scipy.sparse
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # ImportError, or CUDA errors when no driver/GPU is present
         log.info("GPU %d requested but CuPy/CUDA is not usable (%s); reconstructing on the CPU", gpu_device, exc)
@@ -75,4 +92,4 @@ def select(gpu_device: int) -> Backend:
         log.info("GPU %d requested but %d GPU(s) present; reconstructing on the CPU", gpu_device, count)
         return CPU
     cupy.cuda.Device(gpu_device).use()
-    return Backend(cupy, cupyx.scipy.sparse, cupyx.scipy.fft, gpu_device)
+    return Backend(cupy, cupyx.scipy.fft, gpu_device)

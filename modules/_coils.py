@@ -1,6 +1,6 @@
 """Coil combination: root-sum-of-squares and Inati's iterative adaptive maps (never dispatched).
 
-Works on NumPy or CuPy arrays alike (the array module is taken from the input).
+Works on NumPy or CuPy arrays alike (the array module is the input's, ``_backend.array_module``).
 Inati's method: Inati, Hansen, Kellman, "A fast optimal method for coil
 sensitivity estimation and adaptive coil combination for complex images",
 ISMRM 2014 p. 4407 (the iteration of Gadgetron's ``coil_map_Inati_Iter``).
@@ -11,22 +11,16 @@ from typing import Any
 
 import numpy as np
 
+import _backend
+
 SMOOTHING = 32
 ITERATIONS = 5
 THRESHOLD = 1e-3
 
 
-def array_module(x: Any) -> Any:
-    """numpy or cupy, whichever ``x`` belongs to."""
-    if type(x).__module__.startswith("cupy"):
-        import cupy
-        return cupy
-    return np
-
-
 def rss(coil_images: Any) -> Any:
     """``sqrt(sum_c |x_c|^2)`` over axis 0 of ``[coils, ...]``."""
-    xp = array_module(coil_images)
+    xp = _backend.array_module(coil_images)
     power = coil_images.real ** 2
     power += coil_images.imag ** 2
     return xp.sqrt(power.sum(axis=0))
@@ -67,7 +61,7 @@ def _smooth(maps: Any, window: Any, xp: Any) -> Any:
 
 def inati_maps(coil_images: Any) -> Any:
     """Adaptive coil maps ``[coils, ...]`` (unit norm over coils) of complex coil images ``[coils, ...]``."""
-    xp = array_module(coil_images)
+    xp = _backend.array_module(coil_images)
     im = coil_images.astype(xp.complex128)
     eps = np.finfo(np.float64).eps * float(xp.abs(im).mean())
     window = _lowpass_window(im.shape[1:], xp)
@@ -94,5 +88,5 @@ def inati_maps(coil_images: Any) -> Any:
 
 def combine(coil_images: Any, maps: Any) -> Any:
     """Complex combination ``sum_c conj(M_c) x_c``."""
-    xp = array_module(coil_images)
+    xp = _backend.array_module(coil_images)
     return xp.sum(maps.conj() * coil_images, axis=0)

@@ -1,6 +1,7 @@
 """CUDA kernels for sliding-window gridding on the GPU (never dispatched: leading ``_``).
 
-Used by :class:`_gridding.ArmGridder` when its backend is CuPy.  The gridding
+Used by :class:`_gridding.ArmGridder` when its backend is CuPy (:class:`GpuArmTables` has the
+interface of ``_gridding.CpuArmTables``: ``grid``, ``ifft2``, ``crop_rss``).  The gridding
 matrix of every trajectory arm is kept grid-major (one CSR per arm: for each
 oversampled grid point the samples of that arm that touch it, and their
 weights), so that a window of any arms, in any order and with repeats, is
@@ -173,6 +174,17 @@ class GpuArmTables:
              np.int32(self.grid_points), np.int32(self.samples), np.int32(coils), self.order, np.int32(self.light),
              np.int32(heavy), out))
         return out
+
+    @staticmethod
+    def ifft2(images: Any) -> Any:
+        """Unnormalised inverse FFT over the last two axes of ``[n, G0, G1]``, in place (:func:`inverse_fft2_inplace`)."""
+        return inverse_fft2_inplace(images)
+
+    @staticmethod
+    def crop_rss(images: Any, apod: Any, m: int) -> Any:
+        """:func:`crop_rss` of ``images`` (made C-contiguous first when they are not)."""
+        import cupy
+        return crop_rss(cupy.ascontiguousarray(images), apod, m)
 
 
 @functools.lru_cache(maxsize=None)

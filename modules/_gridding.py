@@ -4,10 +4,11 @@ The adjoint NUFFT of sigpy (``sigpy.nufft_adjoint``: oversampling 1.25, kernel
 width 4, its beta, scaling and apodization) is split in two steps so that a
 sliding window grids each arm once:
 
-1. :meth:`ArmGridder.grid_arms` - gridding: a precomputed sparse matrix maps
-   the samples of the chosen arms onto the oversampled grid ``[G0*G1]`` (all
-   arms and coils in one sparse product, or one CUDA kernel on the GPU), and
-   grid sums already made (a sliding window's blocks) are added;
+1. :meth:`ArmGridder.grid_arms` - gridding: precomputed tables map the samples
+   of the chosen arms onto the oversampled grid ``[G0*G1]`` and add grid sums
+   already made (a sliding window's blocks): :class:`CpuArmTables` (one sparse
+   product for all arms and coils) or ``_gpu_gridding.GpuArmTables`` (one CUDA
+   kernel), as the backend picks;
 2. :meth:`ArmGridder.image` - centred inverse FFT of a grid sum, crop to
    ``[m, m]``, scaling and apodization.
 
@@ -26,12 +27,13 @@ import threading
 from typing import Sequence
 
 import numpy as np
+import scipy.fft
 import scipy.sparse
 import scipy.special
 
 from _backend import Backend
 from _coils import rss
-from _gpu_gridding import GpuArmTables, crop_rss, inverse_fft2_inplace  # CuPy is imported only when used
+from _gpu_gridding import GpuArmTables  # CuPy is imported only when used
 
 OVERSAMPLING = 1.25
 WIDTH = 4
@@ -68,6 +70,47 @@ def _sparse_weights(coord: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarra
     return rows[keep], cols[keep], weights[keep]
 
 
+class CpuArmTables:
+    """The gridding matrix of all arms on the CPU, with the interface of ``_gpu_gridding.GpuArmTables``.
+
+    One sample-major CSR ``[arms * samples, grid_points]`` (float32): the rows of any set of arms are
+    one cheap row selection for SciPy's sparse product, which grids all coils at once.  ``rows``,
+    ``cols`` (sample index within the arm as received) and ``weights`` are the entries of all arms'
+    gridding matrices, ``arm`` the arm of each.
+    """
+
+    def __init__(self, arm: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
+                 arms: int, grid_points: int, samples: int) -> None:
+        self.grid_points = grid_points
+        self.samples = samples
+        self.matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (arm * samples + cols, rows)),
+                                              shape=(arms * samples, grid_points))
+        self.matrix.sum_duplicates()
+
+    def grid(self, arms: Sequence[int], samples: Sequence[np.ndarray], add: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """``[coils, grid_points]`` complex64: the sum of the grids ``add`` (same shape) and the
+        gridded ``samples`` (``[coils, samples]`` each) of ``arms``; always a new array."""
+        if len(arms):
+            rows = (np.asarray(arms, dtype=np.int64)[:, None] * self.samples + np.arange(self.samples)).ravel()
+            grid_sum = (self.matrix[rows].T @ np.concatenate(samples, axis=1).T).T
+        else:
+            grid_sum = np.zeros_like(add[0])
+        for part in add:
+            grid_sum += part
+        return grid_sum
+
+    @staticmethod
+    def ifft2(images: np.ndarray) -> np.ndarray:
+        """Unnormalised inverse FFT over the last two axes of ``[n, G0, G1]``, overwriting the input."""
+        return scipy.fft.ifft2(images, axes=(1, 2), norm="forward", overwrite_x=True, workers=-1)
+
+    @staticmethod
+    def crop_rss(images: np.ndarray, apod: np.ndarray, m: int) -> np.ndarray:
+        """``apod * sqrt(sum_c |x_c|^2)`` of the centre ``[m, m]`` of ``[coils, G, G]`` images (float32)."""
+        start = images.shape[1] // 2 - m // 2
+        return rss(images[:, start:start + m, start:start + m]) * apod
+
+
 class ArmGridder:
     """Gridding matrix of all arms of a trajectory, and the image of gridded samples.
 
@@ -77,10 +120,10 @@ class ArmGridder:
     each readout (weight 0), so arms are gridded as received, ``[coils, pre_discard + Ns]``.
     Grid sums are ``[coils, G0 * G1]``; images ``[coils, m, m]``.
 
-    On the CPU the matrix is one sample-major CSR ``[arms * samples, G0 * G1]``
-    (the rows of any set of arms are one cheap row selection for SciPy's sparse
-    product); on the GPU it is one grid-major CSR per arm, gathered by one
-    kernel per window (:mod:`_gpu_gridding`).
+    The matrix lives in ``tables``, the backend's choice of :class:`CpuArmTables` (one
+    sample-major CSR) or ``_gpu_gridding.GpuArmTables`` (one grid-major CSR per arm, gathered by
+    one kernel per window); both grid, transform and combine through the same three methods, so
+    this class has one body for both devices.
     """
 
     def __init__(self, coord: np.ndarray, m: int, backend: Backend, dcf: np.ndarray | None = None,
@@ -102,13 +145,8 @@ class ArmGridder:
         if dcf is not None:  # density compensation folded into the matrix: sample s of every arm
             weights = weights * np.asarray(dcf, dtype=np.float64)[sample]
         received = pre_discard + sample  # index in the arm as received
-        grid_points = self.grid[0] * self.grid[1]
-        if backend.gpu < 0:
-            self.matrix = scipy.sparse.csr_matrix((weights.astype(np.float32), (arm * self.samples + received, rows)),
-                                                  shape=(arms * self.samples, grid_points))
-            self.matrix.sum_duplicates()
-        else:
-            self.tables = GpuArmTables(arm, rows, received, weights, arms, grid_points, self.samples)
+        tables = backend.pick(CpuArmTables, GpuArmTables)
+        self.tables = tables(arm, rows, received, weights, arms, self.grid[0] * self.grid[1], self.samples)
         self._apod = backend.xp.asarray(self._apodization(), dtype=backend.xp.float32)
         self._abs_apod = abs(self._apod)
 
@@ -127,30 +165,16 @@ class ArmGridder:
     def grid_arms(self, arms: Sequence[int], samples: Sequence[object], add: Sequence[object] = ()) -> object:
         """Grid sum ``[coils, G0 * G1]`` of arms ``arms`` (their samples ``[coils, pre_discard + Ns]``,
         one array per arm, on the backend's device) plus the grid sums ``add``; always a new array."""
-        if self.backend.gpu >= 0:
-            return self.tables.grid(arms, samples, add)
-        if len(arms):
-            rows = (np.asarray(arms, dtype=np.int64)[:, None] * self.samples + np.arange(self.samples)).ravel()
-            grid_sum = (self.matrix[rows].T @ np.concatenate(samples, axis=1).T).T
-        else:
-            grid_sum = np.zeros_like(add[0])
-        for part in add:
-            grid_sum += part
-        return grid_sum
+        return self.tables.grid(arms, samples, add)
 
     def _ifft(self, grid_sum: object) -> object:
         """Unnormalised centred inverse FFT of a grid sum ``[coils, G0 * G1]``: ``[coils, G0, G1]``,
         computed in the grid sum's memory (a fresh array from :meth:`grid_arms`, used up here)."""
-        fft = self.backend.fft
         k = grid_sum.reshape(grid_sum.shape[0], *self.grid)  # a view on the GPU, a copy of SciPy's output
-        if self.backend.gpu >= 0 and self._signed:
-            return inverse_fft2_inplace(k)
-        if not self._signed:
-            k = fft.ifftshift(k, axes=(1, 2))
-        img = fft.ifft2(k, axes=(1, 2), norm="forward", overwrite_x=True, **self.backend.fft_options)
-        if not self._signed:
-            img = fft.fftshift(img, axes=(1, 2))
-        return img
+        if self._signed:
+            return self.tables.ifft2(k)
+        fft = self.backend.fft
+        return fft.fftshift(self.tables.ifft2(fft.ifftshift(k, axes=(1, 2))), axes=(1, 2))
 
     def _crop(self, img: object) -> object:
         start = self.grid[0] // 2 - self.m // 2
@@ -166,10 +190,7 @@ class ArmGridder:
         The apodization is real, so it is applied after the coil sum; on the GPU
         crop, sum, root and apodization are one kernel.
         """
-        img = self._ifft(grid_sum)
-        if self.backend.gpu >= 0:
-            return crop_rss(self.backend.xp.ascontiguousarray(img), self._abs_apod, self.m)
-        return rss(self._crop(img)) * self._abs_apod
+        return self.tables.crop_rss(self._ifft(grid_sum), self._abs_apod, self.m)
 
 
 _kept: collections.OrderedDict[tuple, ArmGridder] = collections.OrderedDict()
