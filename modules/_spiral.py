@@ -123,27 +123,24 @@ def load_metafile(path: str | Path) -> SpiralMeta:
         dt_s=None if dt is None else float(dt))
 
 
-def write_metafile(path: str | Path, kx: np.ndarray, ky: np.ndarray, w: np.ndarray, fov_cm: float,
-                   res_mm: float, interleaves: int, ga_rotation_deg: float, pre_discard: int,
-                   arm_ordering: str, dt_s: float | None, repetitions: int | None = None) -> None:
-    """Write ``kx, ky, kz (zeros), w (1, Ns), param`` like rtspiral_pypulseq (docs/spiral.md §2.2).
+def write_metafile(path: str | Path, meta: SpiralMeta) -> None:
+    """Write ``meta`` as ``kx, ky, kz (zeros), w (1, Ns), param`` like rtspiral_pypulseq (docs/spiral.md §2.2).
 
-    ``kx``, ``ky``: (Ns, nTR) in 1/m (1-D means one TR); ``repetitions`` defaults to nTR;
-    ``matrix_size`` = [N, N] with N = round(10·fov_cm/res_mm); ``dt`` omitted when None.
+    The inverse of :func:`load_metafile`: ``meta.kx``, ``meta.ky`` (Ns, nTR) in 1/m (1-D means one
+    TR); ``matrix_size`` = [N, N] with N = round(10·fov_cm/res_mm); ``dt`` omitted when ``dt_s`` is None.
     """
-    kx = np.asarray(kx, dtype=np.float64)
+    kx = np.asarray(meta.kx, dtype=np.float64)
     kx = kx.reshape(-1, 1) if kx.ndim == 1 else kx
-    ky = np.asarray(ky, dtype=np.float64).reshape(kx.shape)
-    n = int(round(10 * fov_cm / res_mm))
-    param = {"fov": float(fov_cm), "spatial_resolution": float(res_mm),
-             "repetitions": int(kx.shape[1] if repetitions is None else repetitions),
-             "interleaves": int(interleaves), "ga_rotation": float(ga_rotation_deg),
-             "matrix_size": np.array([n, n], dtype=np.float64), "pre_discard": int(pre_discard),
-             "arm_ordering": str(arm_ordering)}
-    if dt_s is not None:
-        param["dt"] = float(dt_s)
+    ky = np.asarray(meta.ky, dtype=np.float64).reshape(kx.shape)
+    n = int(round(10 * meta.fov_cm / meta.res_mm))
+    param = {"fov": float(meta.fov_cm), "spatial_resolution": float(meta.res_mm),
+             "repetitions": int(meta.repetitions), "interleaves": int(meta.interleaves),
+             "ga_rotation": float(meta.ga_rotation_deg), "matrix_size": np.array([n, n], dtype=np.float64),
+             "pre_discard": int(meta.pre_discard), "arm_ordering": str(meta.arm_ordering)}
+    if meta.dt_s is not None:
+        param["dt"] = float(meta.dt_s)
     scipy.io.savemat(str(path), {"kx": kx, "ky": ky, "kz": np.zeros_like(kx),
-                                 "w": np.asarray(w, dtype=np.float64).reshape(1, -1), "param": param})
+                                 "w": np.asarray(meta.w, dtype=np.float64).reshape(1, -1), "param": param})
 
 
 def matrix_size(meta: SpiralMeta, fov_oversampling: float = 1.0) -> int:

@@ -207,7 +207,9 @@ def test_metafile_round_trip(tmp_path):
     kx, ky = archimedean_spiral(ns=200, turns=2, pre_discard=0, arms=5)
     w = np.linspace(0.1, 1, 200)
     path = tmp_path / f"{HASH}.mat"
-    _spiral.write_metafile(path, kx, ky, w, 25.6, 2.0, 5, 72.0, 10, "linear", 2e-6)
+    _spiral.write_metafile(path, _spiral.SpiralMeta(kx, ky, w, fov_cm=25.6, res_mm=2.0, repetitions=5, interleaves=5,
+                                                    ga_rotation_deg=72.0, pre_discard=10, arm_ordering="linear",
+                                                    dt_s=2e-6))
     meta = _spiral.load_metafile(path)
     np.testing.assert_array_equal(meta.kx, kx)
     np.testing.assert_array_equal(meta.ky, ky)
@@ -225,7 +227,9 @@ def test_metafile_round_trip(tmp_path):
 def test_metafile_without_dwell_time_and_with_more_repetitions(tmp_path):
     kx, ky = archimedean_spiral(ns=50, turns=1, pre_discard=0, arms=6)
     path = tmp_path / "meta.mat"
-    _spiral.write_metafile(path, kx, ky, np.ones(50), 22.2, 1.5, 3, 222.4969, 10, "ga", None, repetitions=6)
+    _spiral.write_metafile(path, _spiral.SpiralMeta(kx, ky, np.ones(50), fov_cm=22.2, res_mm=1.5, repetitions=6,
+                                                    interleaves=3, ga_rotation_deg=222.4969, pre_discard=10,
+                                                    arm_ordering="ga", dt_s=None))
     meta = _spiral.load_metafile(path)
     assert meta.dt_s is None and meta.repetitions == 6 and meta.interleaves == 3
     assert meta.arm_ordering == "ga" and meta.ga_rotation_deg == 222.4969

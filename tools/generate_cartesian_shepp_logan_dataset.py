@@ -22,7 +22,6 @@ The output file is always overwritten.
 from __future__ import annotations
 
 import argparse
-import base64
 import logging
 import sys
 import time
@@ -36,7 +35,8 @@ import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
 
 import mrdfile  # noqa: E402
-from tools._phantom import MODIFIED_SHEPP_LOGAN  # noqa: E402
+from tools import _mrd_header  # noqa: E402
+from tools._phantom import MODIFIED_SHEPP_LOGAN, complex_noise  # noqa: E402
 
 log = logging.getLogger("generate_cartesian_shepp_logan_dataset")
 
@@ -46,56 +46,6 @@ SLICE_THICKNESS_MM = 5.0
 MEASUREMENT_UID = 1001
 TIME_STAMP_START = 14_400_000  # 10:00:00 in 2.5 ms ticks since midnight
 TICKS_PER_READOUT = 2  # TR 5 ms
-
-
-XML_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
-  <measurementInformation>
-    <patientPosition>HFS</patientPosition>
-    <protocolName>ShepLoganPhantom</protocolName>
-  </measurementInformation>
-  <acquisitionSystemInformation>
-    <systemVendor>Synthetic</systemVendor>
-    <systemModel>generate_cartesian_shepp_logan_dataset</systemModel>
-    <systemFieldStrength_T>1.5</systemFieldStrength_T>
-    <receiverChannels>{coils}</receiverChannels>
-  </acquisitionSystemInformation>
-  <experimentalConditions>
-    <H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz>
-  </experimentalConditions>
-  <encoding>
-    <encodedSpace>
-      <matrixSize><x>{enc_x}</x><y>{matrix}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{enc_fov_x}</x><y>{fov}</y><z>{thickness}</z></fieldOfView_mm>
-    </encodedSpace>
-    <reconSpace>
-      <matrixSize><x>{matrix}</x><y>{matrix}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{fov}</x><y>{fov}</y><z>{thickness}</z></fieldOfView_mm>
-    </reconSpace>
-    <encodingLimits>
-      <kspace_encoding_step_1>
-        <minimum>0</minimum><maximum>{max_line}</maximum><center>{center_line}</center>
-      </kspace_encoding_step_1>
-      <kspace_encoding_step_2><minimum>0</minimum><maximum>0</maximum><center>0</center>
-      </kspace_encoding_step_2>
-      <slice><minimum>0</minimum><maximum>{max_slice}</maximum><center>0</center></slice>
-      <repetition><minimum>0</minimum><maximum>{max_rep}</maximum><center>0</center></repetition>
-    </encodingLimits>
-    <trajectory>cartesian</trajectory>
-  </encoding>
-  <sequenceParameters>
-    <TR>5.0</TR>
-    <TE>2.5</TE>
-    <flipAngle_deg>15.0</flipAngle_deg>
-  </sequenceParameters>
-  <userParameters>
-    <userParameterLong><name>TestLong</name><value>42</value></userParameterLong>
-    <userParameterDouble><name>TestDouble</name><value>3.14159</value></userParameterDouble>
-    <userParameterString><name>TestString</name><value>This is a test string</value></userParameterString>
-    <userParameterBase64><name>TestBase64</name><value>{base64}</value></userParameterBase64>
-  </userParameters>
-</ismrmrdHeader>
-"""
 
 
 def shepp_logan(matrix: int, scale: float = 1.0) -> np.ndarray:
@@ -152,45 +102,30 @@ def coil_kspace(coil_images: np.ndarray, oversampling: int) -> np.ndarray:
     return scipy.fft.fftshift(kspace, axes=axes).astype(np.complex64, copy=False)
 
 
-def complex_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Complex Gaussian noise, complex64 of ``shape``, with ``E|n|^2 = sigma^2``."""
-    parts = rng.standard_normal(shape + (2,), dtype=np.float32)
-    parts *= np.float32(sigma / np.sqrt(2.0))
-    return parts.view(np.complex64)[..., 0]
-
-
 def header_xml(matrix: int, coils: int, oversampling: int, slices: int, repetitions: int) -> str:
     """The ISMRMRD XML header text of the dataset."""
-    return XML_TEMPLATE.format(
-        coils=coils, matrix=matrix, enc_x=oversampling * matrix, fov=FOV_MM,
-        enc_fov_x=oversampling * FOV_MM, thickness=SLICE_THICKNESS_MM, max_line=matrix - 1,
-        center_line=matrix // 2, max_slice=slices - 1, max_rep=repetitions - 1,
-        base64=base64.b64encode(b"Shepp-Logan phantom test data").decode("ascii"))
+    thickness = SLICE_THICKNESS_MM
+    limits = {"kspace_encoding_step_1": (0, matrix - 1, matrix // 2), "kspace_encoding_step_2": (0, 0, 0),
+              "slice": (0, slices - 1, 0), "repetition": (0, repetitions - 1, 0)}
+    encoded = ((oversampling * matrix, matrix, 1), (oversampling * FOV_MM, FOV_MM, thickness))
+    recon = ((matrix, matrix, 1), (FOV_MM, FOV_MM, thickness))
+    user = _mrd_header.user_parameters(
+        longs=[("TestLong", 42)], doubles=[("TestDouble", 3.14159)], strings=[("TestString", "This is a test string")],
+        base64=[("TestBase64", b"Shepp-Logan phantom test data")])
+    scanner = _mrd_header.Scanner("generate_cartesian_shepp_logan_dataset", "ShepLoganPhantom", 1.5, 63_500_000, coils)
+    return _mrd_header.header_xml(scanner, _mrd_header.encoding(encoded, recon, limits, "cartesian"),
+                                  (5.0, 2.5, 15.0), user)
 
 
 def acquisition_headers(matrix: int, coils: int, oversampling: int, slices: int,
                         repetitions: int) -> np.ndarray:
     """Headers of all readouts in file order (noise, then repetition > slice > line); ``ACQ_HEADER_DTYPE``."""
     count = NOISE_READOUTS + repetitions * slices * matrix
-    heads = np.zeros(count, dtype=mrdfile.ACQ_HEADER_DTYPE)
-    heads["version"] = 1
-    heads["measurement_uid"] = MEASUREMENT_UID
+    heads = _mrd_header.readout_headers(count, MEASUREMENT_UID, oversampling * matrix, coils, 7.8125 / oversampling)
     heads["scan_counter"] = np.arange(1, count + 1)
     heads["acquisition_time_stamp"] = TIME_STAMP_START + TICKS_PER_READOUT * np.arange(count)
-    heads["number_of_samples"] = oversampling * matrix
-    heads["available_channels"] = coils
-    heads["active_channels"] = coils
-    heads["channel_mask"] = np.array([(1 << min(max(coils - 64 * w, 0), 64)) - 1 for w in range(16)],
-                                    dtype=np.uint64)
     heads["center_sample"] = oversampling * matrix // 2
-    heads["sample_time_us"] = 7.8125 / oversampling
-    heads["read_dir"] = (1.0, 0.0, 0.0)
-    heads["phase_dir"] = (0.0, 1.0, 0.0)
-    heads["slice_dir"] = (0.0, 0.0, 1.0)
-
-    def bit(flag: int) -> np.uint64:
-        return np.uint64(1 << (flag - 1))
-
+    bit = _mrd_header.flag_bit
     heads["flags"][:NOISE_READOUTS] = bit(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
     rep, slc, line = (a.ravel() for a in np.indices((repetitions, slices, matrix)))
     img = heads[NOISE_READOUTS:]

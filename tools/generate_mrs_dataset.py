@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
 
 import mrdfile  # noqa: E402
+from tools import _mrd_header  # noqa: E402
 
 log = logging.getLogger("generate_mrs_dataset")
 
@@ -75,53 +76,6 @@ CSI_FOV_MM = (160.0, 160.0, 15.0)
 MEASUREMENT_UID = 2002
 TIME_STAMP_START = 14_400_000  # 10:00:00 in 2.5 ms ticks since midnight
 TICKS_PER_READOUT = 800  # TR 2 s
-
-XML_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
-  <measurementInformation>
-    <patientPosition>HFS</patientPosition>
-    <protocolName>{protocol}</protocolName>
-  </measurementInformation>
-  <acquisitionSystemInformation>
-    <systemVendor>Synthetic</systemVendor>
-    <systemModel>generate_mrs_dataset</systemModel>
-    <systemFieldStrength_T>{field}</systemFieldStrength_T>
-    <receiverChannels>{coils}</receiverChannels>
-  </acquisitionSystemInformation>
-  <experimentalConditions>
-    <H1resonanceFrequency_Hz>{larmor}</H1resonanceFrequency_Hz>
-  </experimentalConditions>
-  <encoding>
-    <encodedSpace>
-      <matrixSize><x>{enc_x}</x><y>{grid}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{fov_x}</x><y>{fov_y}</y><z>{fov_z}</z></fieldOfView_mm>
-    </encodedSpace>
-    <reconSpace>
-      <matrixSize><x>{points}</x><y>{grid}</y><z>1</z></matrixSize>
-      <fieldOfView_mm><x>{fov_x}</x><y>{fov_y}</y><z>{fov_z}</z></fieldOfView_mm>
-    </reconSpace>
-    <encodingLimits>
-      <kspace_encoding_step_1><minimum>0</minimum><maximum>{max_index}</maximum><center>{centre}</center>
-      </kspace_encoding_step_1>
-      <kspace_encoding_step_2><minimum>0</minimum><maximum>0</maximum><center>0</center></kspace_encoding_step_2>
-      <average><minimum>0</minimum><maximum>{max_average}</maximum><center>0</center></average>
-      <slice><minimum>0</minimum><maximum>0</maximum><center>0</center></slice>
-      <segment><minimum>0</minimum><maximum>{max_index}</maximum><center>{centre}</center></segment>
-    </encodingLimits>
-    <trajectory>cartesian</trajectory>
-  </encoding>
-  <sequenceParameters>
-    <TR>{tr_ms}</TR>
-    <TE>30.0</TE>
-    <flipAngle_deg>90.0</flipAngle_deg>
-  </sequenceParameters>
-  <userParameters>
-    <userParameterLong><name>SpecVectorSize</name><value>{points}</value></userParameterLong>
-    <userParameterDouble><name>DwellTime_0</name><value>{dwell_us}</value></userParameterDouble>
-  </userParameters>
-</ismrmrdHeader>
-"""
-
 
 def peak_table(kind: str, grid: int, field_t: float) -> dict[str, np.ndarray]:
     """The peaks: ``frequency_hz``, ``ppm``, ``amplitude``, ``t2star_ms``, for svs ``[peaks]`` (and
@@ -167,34 +121,23 @@ def header_xml(kind: str, points: int, dwell_us: float, coils: int, averages: in
                field_t: float) -> str:
     """The ISMRMRD XML header text of the dataset."""
     fov = SVS_FOV_MM if kind == "svs" else CSI_FOV_MM
-    return XML_TEMPLATE.format(
-        protocol=f"{kind.upper()}_synthetic", field=field_t, coils=coils,
-        larmor=round(GYROMAGNETIC_HZ_PER_T * field_t), enc_x=2 * points, points=points, grid=grid,
-        fov_x=fov[0], fov_y=fov[1], fov_z=fov[2], max_index=grid - 1, centre=grid // 2,
-        max_average=averages - 1, tr_ms=TICKS_PER_READOUT * 2.5, dwell_us=dwell_us)
+    phase_encoding = (0, grid - 1, grid // 2)
+    limits = {"kspace_encoding_step_1": phase_encoding, "kspace_encoding_step_2": (0, 0, 0),
+              "average": (0, averages - 1, 0), "slice": (0, 0, 0), "segment": phase_encoding}
+    encoded = _mrd_header.encoding(((2 * points, grid, 1), fov), ((points, grid, 1), fov), limits, "cartesian")
+    scanner = _mrd_header.Scanner("generate_mrs_dataset", f"{kind.upper()}_synthetic", field_t,
+                                  round(GYROMAGNETIC_HZ_PER_T * field_t), coils)
+    user = _mrd_header.user_parameters(longs=[("SpecVectorSize", points)], doubles=[("DwellTime_0", dwell_us)])
+    return _mrd_header.header_xml(scanner, encoded, (TICKS_PER_READOUT * 2.5, 30.0, 90.0), user)
 
 
 def acquisition_headers(points: int, dwell_us: float, coils: int, averages: int, grid: int) -> np.ndarray:
     """Headers of all readouts in file order: one noise readout, then average > segment > line."""
     count = 1 + averages * grid * grid
-    heads = np.zeros(count, dtype=mrdfile.ACQ_HEADER_DTYPE)
-    heads["version"] = 1
-    heads["measurement_uid"] = MEASUREMENT_UID
+    heads = _mrd_header.readout_headers(count, MEASUREMENT_UID, 2 * points, coils, dwell_us)
     heads["scan_counter"] = np.arange(1, count + 1)
     heads["acquisition_time_stamp"] = TIME_STAMP_START + TICKS_PER_READOUT * np.arange(count)
-    heads["number_of_samples"] = 2 * points
-    heads["available_channels"] = coils
-    heads["active_channels"] = coils
-    heads["channel_mask"] = np.array([(1 << min(max(coils - 64 * w, 0), 64)) - 1 for w in range(16)],
-                                    dtype=np.uint64)
-    heads["sample_time_us"] = dwell_us
-    heads["read_dir"] = (1.0, 0.0, 0.0)
-    heads["phase_dir"] = (0.0, 1.0, 0.0)
-    heads["slice_dir"] = (0.0, 0.0, 1.0)
-
-    def bit(flag: int) -> np.uint64:
-        return np.uint64(1 << (flag - 1))
-
+    bit = _mrd_header.flag_bit
     heads["flags"][0] = bit(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
     average, segment, line = (a.ravel() for a in np.indices((averages, grid, grid)))
     spectra = heads[1:]
