@@ -39,6 +39,7 @@ from pydicom.valuerep import DA, DT, TM  # noqa: E402
 
 import mrdfile  # noqa: E402
 from constants import IMAGE_DTYPES  # noqa: E402
+from tools import _cli  # noqa: E402
 from tools._dicom_mrd import (IMTYPE_RGB, PIXEL_KEYWORDS, corner_to_centre, encode_dicom_json,  # noqa: E402
                               seconds_to_ticks, unique_numbers)
 
@@ -297,17 +298,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+def convert(args: argparse.Namespace) -> int:
+    """Write every DICOM series below the folder as an MRD image series; 0, or ToolError."""
     if not args.folder.is_dir():
-        log.error("no such folder: %s", args.folder)
-        return 2
+        raise _cli.ToolError(f"no such folder: {args.folder}")
     series = group_series(find_datasets(args.folder))
     if not series:
-        log.error("no DICOM image with readable pixel data below %s", args.folder)
-        return 2
+        raise _cli.ToolError(f"no DICOM image with readable pixel data below {args.folder}")
     outfile = args.outfile or Path(args.folder.resolve().name + ".h5")
     with h5py.File(outfile, "w") as h5:
         group = h5.create_group(args.group)
@@ -318,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("series %d (%s): %d image(s)", index, members[0].get("SeriesDescription", ""), len(heads))
     log.info("wrote %d series to %s/%s", len(series), outfile, args.group)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    return _cli.exit_status(log, convert, _cli.start(parse_args, argv))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import h5py  # noqa: E402
 import ismrmrd  # noqa: E402
 import numpy as np  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -37,6 +36,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 from pydicom.valuerep import DSfloat  # noqa: E402
 
 import mrdfile  # noqa: E402
+from tools import _cli  # noqa: E402
 from tools._dicom_mrd import (IMAGE_TYPE_LETTERS, IMTYPE_RGB, MR_IMAGE_STORAGE, MULTIFRAME_KEYWORDS,  # noqa: E402
                               PIXEL_KEYWORDS, corner_to_centre, decode_dicom_json, ticks_to_seconds,
                               unique_numbers)
@@ -252,31 +252,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    if not args.filename.is_file():
-        log.error("no such file: %s", args.filename)
-        return 2
+def convert(args: argparse.Namespace) -> int:
+    """Write every image series of the chosen group; 0, or ToolError."""
     outdir = args.outdir or args.filename.with_suffix("")
-    with h5py.File(args.filename, "r") as h5:
-        try:
-            group = mrdfile.named_or_last_group(h5, args.group)
-        except LookupError as exc:
-            log.error("%s", exc)
-            return 2
-        names = mrdfile.image_series_names(h5[group])
+    with _cli.image_group(args.filename, args.group) as (group, grp, names):
         if not names:
-            log.error("group %s of %s holds no image series", group, args.filename)
-            return 2
-        template = header_dataset(parse_header(mrdfile.read_xml(h5[group])))
+            raise _cli.ToolError(f"group {group} of {args.filename} holds no image series")
+        template = header_dataset(parse_header(mrdfile.read_xml(grp)))
         template.StudyInstanceUID = template.get("StudyInstanceUID") or generate_uid()
         template.FrameOfReferenceUID = template.get("FrameOfReferenceUID") or generate_uid()
         for name in names:
-            count = write_series(mrdfile.read_image_series(h5[group], name), template, outdir / name)
+            count = write_series(mrdfile.read_image_series(grp, name), template, outdir / name)
             log.info("wrote %d file(s) of %s/%s to %s", count, group, name, outdir / name)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    return _cli.exit_status(log, convert, _cli.start(parse_args, argv))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import mrdfile  # noqa: E402
 import mrdhelper  # noqa: E402
+from tools import _cli  # noqa: E402
 
 log = logging.getLogger("mrd2gif")
 
@@ -163,31 +164,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    if not args.filename.is_file():
-        log.error("no such file: %s", args.filename)
-        return 2
+def convert(args: argparse.Namespace) -> int:
+    """Write the chosen series (default: all) of the chosen group; 0, or ToolError (1: no images)."""
     outdir = args.outdir or args.filename.parent
-    with h5py.File(args.filename, "r") as h5:
-        try:
-            group = mrdfile.named_or_last_group(h5, args.group)
-        except LookupError as exc:
-            log.error("%s", exc)
-            return 2
-        names = mrdfile.image_series_names(h5[group])
+    with _cli.image_group(args.filename, args.group) as (group, grp, names):
         if not names:
-            log.error("%s", no_images_reason(h5[group], args.filename))
-            return 1
+            raise _cli.ToolError(no_images_reason(grp, args.filename), status=1)
         if args.series is not None and args.series not in names:
-            log.error("group %s has no series %s (series: %s)", group, args.series, ", ".join(names) or "none")
-            return 2
+            raise _cli.ToolError(f"group {group} has no series {args.series} (series: {', '.join(names) or 'none'})")
         outdir.mkdir(parents=True, exist_ok=True)
         for name in [args.series] if args.series is not None else names:
-            series = mrdfile.read_image_series(h5[group], name)
+            series = mrdfile.read_image_series(grp, name)
             if not len(series.data):
                 continue
             path = output_path(outdir, args.filename.stem, group, series, args.filetype)
@@ -195,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
             write_series(frames, path, args.filetype, args.fps, args.rescale)
             log.info("wrote %d image(s) of %s/%s to %s", len(series.data), group, name, path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    args = _cli.start(parse_args, argv)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    return _cli.exit_status(log, convert, args)
 
 
 if __name__ == "__main__":
