@@ -31,7 +31,8 @@ import _bart  # noqa: E402
 import _spiral  # noqa: E402
 import ismrmrd  # noqa: E402
 import rtspiral_bart_tvrecon as tv  # noqa: E402
-from bench_core import free_port, machine_description  # noqa: E402
+from bench_core import machine_description  # noqa: E402
+from tools._server_harness import ServerProcess  # noqa: E402
 
 TARGET = 0.10
 
@@ -81,16 +82,11 @@ def module_session(data: Path, meta_dir: Path, args: argparse.Namespace, work: P
                                   f"arms_per_frame = {args.arms_per_frame}\nreg_lambda = {args.reg_lambda}\n"
                                   f"num_iter = {args.iterations}\n")
     (work / "rtspiral_bart_tvrecon.json").write_text(json.dumps({"parameters": {"spiral_config": str(work / "tv.toml")}}))
-    port, log = free_port(), work / "server.log"
-    server = subprocess.Popen([sys.executable, str(REPO_DIR / "main.py"), "-p", str(port), "-l", str(log)],
-                              cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(3)
-        subprocess.run([sys.executable, str(REPO_DIR / "client.py"), "-p", str(port), "-c", "rtspiral_bart_tvrecon",
-                        "-o", str(work / "out.h5"), str(data)], cwd=work, check=True, capture_output=True)
-    finally:
-        server.terminate()
-        server.wait(30)
+    log = work / "server.log"
+    with ServerProcess(host=None, log=log, cwd=work) as server:
+        subprocess.run([sys.executable, str(REPO_DIR / "client.py"), "-p", str(server.port), "-c",
+                        "rtspiral_bart_tvrecon", "-o", str(work / "out.h5"), str(data)], cwd=work, check=True,
+                       capture_output=True)
     return float(re.findall(r"ended after ([0-9.]+) s", log.read_text())[-1])
 
 

@@ -33,7 +33,6 @@ import datetime
 import multiprocessing
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -45,6 +44,10 @@ from pathlib import Path
 import h5py
 
 REPO_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_DIR))
+
+from tools._server_harness import ServerError, ServerProcess  # noqa: E402
+
 SINK_BUFFER_BYTES = 4 << 20
 SERVER_START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 600.0
@@ -70,12 +73,6 @@ def machine_description() -> str:
     return (f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
             f"processor={platform.processor() or '?'}, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_data_bytes(path: str) -> tuple[int, int]:
@@ -141,44 +138,10 @@ def baseline_once(path: str) -> tuple[float, int]:
 
 
 # (b), (c) client + server ---------------------------------------------------------------------
-class ServerProcess:
-    """``python main.py -p PORT`` in the repository folder, logging to a file."""
-
-    def __init__(self, port: int, log_path: Path, *extra_args: str) -> None:
-        self.port = port
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "main.py", "-p", str(port), *extra_args], cwd=REPO_DIR,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode} at start; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"server did not accept connections within {SERVER_START_TIMEOUT_S:.0f} s")
-
-    def peak_rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        raise BenchError("no VmHWM in /proc/<pid>/status")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
+    """``python main.py -p PORT`` (a free port) in the repository folder, its output to ``log_path``;
+    returns once it accepts connections."""
+    return ServerProcess(*extra_args, host=None, output=log_path, cwd=REPO_DIR, timeout=SERVER_START_TIMEOUT_S)
 
 
 def client_once(port: int, config: str, data: str, out: Path) -> float:
@@ -225,11 +188,10 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     mb = nbytes / 1e6
 
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-    port = free_port()
-    server = ServerProcess(port, tmp / "server.log")
+    server = start_server(tmp / "server.log")
+    port = server.port
     exit_code = None
     try:
-        server.wait_ready()
         for rep in range(args.warmup + args.repeats):
             t_a, _ = baseline_once(data)
             t_b = client_once(port, "null", data, tmp / "out_null.h5")
@@ -244,11 +206,13 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             if rep >= args.warmup:
                 for key, value in zip("abc", (t_a, t_b, t_c)):
                     times[key].append(value)
-        peak = server.peak_rss_bytes()
+        peak = server.peak_rss()
+        if not peak:
+            raise BenchError("no VmHWM in /proc/<pid>/status")
     finally:
-        exit_code = server.stop()
+        exit_code = server.stop(timeout=60)
     if exit_code != 0:
-        raise BenchError(f"server exited {exit_code} after SIGTERM; see log {server.log_path}")
+        raise BenchError(f"server exited {exit_code} after SIGTERM; see log {server.output}")
 
     a, b, c = (statistics.median(times[k]) for k in "abc")
     rss_ratio = peak / nbytes
@@ -273,14 +237,19 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 
+def add_data_arguments(parser: argparse.ArgumentParser, coils: int, repetitions: int) -> None:
+    """``--data`` or the phantom's ``--matrix/--coils/--repetitions`` (what ``phantom_data`` reads)."""
+    parser.add_argument("--data", help="MRD raw-data file (default: a phantom generated into a temp folder)")
+    parser.add_argument("--matrix", type=int, default=256, help="phantom matrix size")
+    parser.add_argument("--coils", type=int, default=coils, help="phantom coils")
+    parser.add_argument("--repetitions", type=int, default=repetitions,
+                        help="phantom repetitions (also the number of images simplefft must return)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", help="MRD raw-data file (default: a phantom generated into a temp folder)")
-    parser.add_argument("--matrix", type=int, default=256, help="phantom matrix size")
-    parser.add_argument("--coils", type=int, default=32, help="phantom coils")
-    parser.add_argument("--repetitions", type=int, default=8,
-                        help="phantom repetitions (also the number of images simplefft must return)")
+    add_data_arguments(parser, coils=32, repetitions=8)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median is reported")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed rounds first (page cache, the server's first import of simplefft/scipy)")
@@ -295,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_core_") as tmp:
         try:
             return run(args, Path(tmp))
-        except (BenchError, subprocess.SubprocessError, OSError) as exc:
+        except (BenchError, ServerError, subprocess.SubprocessError, OSError) as exc:
             print(f"BENCH BROKEN: {exc}", file=sys.stderr)
             log = Path(tmp) / "server.log"
             if log.is_file():

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,11 +36,12 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_core import BenchError, count_images, free_port, machine_description, phantom_data  # noqa: E402
-
 REPO_DIR = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_DIR / "bench"), str(REPO_DIR)]
+
+from bench_core import BenchError, add_data_arguments, count_images, machine_description, phantom_data  # noqa: E402
+from tools._server_harness import ServerError, ServerProcess, children, proc_bytes  # noqa: E402
+
 SERVER_START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 300.0
 SAMPLE_PERIOD_S = 0.05
@@ -59,94 +58,47 @@ sys.exit(rc)
 """
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _pss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _vm_hwm_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 class LoadServer:
     """The server under the wrapper, with a thread sampling the summed PSS of the server tree."""
 
     def __init__(self, mode: str, tmp: Path) -> None:
-        self.port = free_port()
         self.log_path = tmp / f"server-{mode}.log"
         self.maxrss_path = tmp / f"maxrss-{mode}.txt"
-        self._log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-c", WRAPPER, str(self.maxrss_path), sys.executable, "main.py", "-H", "127.0.0.1",
-               "-p", str(self.port), *MODE_ARGS[mode]]
-        self.wrapper = subprocess.Popen(cmd, cwd=REPO_DIR, stdout=self._log, stderr=subprocess.STDOUT)
+        self.wrapper = ServerProcess(*MODE_ARGS[mode], prefix=(sys.executable, "-c", WRAPPER, str(self.maxrss_path)),
+                                     output=self.log_path, cwd=REPO_DIR, timeout=SERVER_START_TIMEOUT_S)
+        self.port = self.wrapper.port
         self.peak_pss = 0
         self.server_hwm = 0
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
 
     @property
     def server_pid(self) -> int | None:
-        children = _children(self.wrapper.pid)
-        return children[0] if children else None
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.wrapper.poll() is not None:
-                raise BenchError(f"server exited with {self.wrapper.returncode} at start; see {self.log_path}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    self._sampler.start()
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"server did not accept connections within {SERVER_START_TIMEOUT_S:.0f} s")
+        pids = children(self.wrapper.proc.pid)
+        return pids[0] if pids else None
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_PERIOD_S):
             pid = self.server_pid
             if pid is None:
                 continue
-            self.server_hwm = max(self.server_hwm, _vm_hwm_bytes(pid))
-            self.peak_pss = max(self.peak_pss, _pss_bytes(pid) + sum(_pss_bytes(c) for c in _children(pid)))
+            self.server_hwm = max(self.server_hwm, proc_bytes(pid, "VmHWM"))
+            pss = sum(proc_bytes(p, "Pss", "smaps_rollup") for p in (pid, *children(pid)))
+            self.peak_pss = max(self.peak_pss, pss)
 
     def stop(self) -> tuple[int, int]:
         """SIGTERM; returns (exit status, largest RSS of the server or one reaped session process, bytes)."""
         pid = self.server_pid
         if pid is not None:
-            self.server_hwm = max(self.server_hwm, _vm_hwm_bytes(pid))
+            self.server_hwm = max(self.server_hwm, proc_bytes(pid, "VmHWM"))
         self._stop.set()
-        if self.wrapper.poll() is None:
-            self.wrapper.send_signal(signal.SIGTERM)
-            try:
-                self.wrapper.wait(60)
-            except subprocess.TimeoutExpired:
-                self.wrapper.kill()
-                self.wrapper.wait()
-        self._log.close()
+        status = self.wrapper.stop(timeout=60)
         try:
             maxrss = int(self.maxrss_path.read_text()) * 1024
         except (OSError, ValueError):
             maxrss = 0
-        return self.wrapper.returncode, max(maxrss, self.server_hwm)
+        return status, max(maxrss, self.server_hwm)
 
 
 def run_clients(port: int, data: str, n: int, tmp: Path, repetitions: int) -> float:
@@ -184,7 +136,6 @@ def run(args: argparse.Namespace, tmp: Path, command: str) -> int:
     for mode in args.modes:
         server = LoadServer(mode, tmp)
         try:
-            server.wait_ready()
             warm = run_clients(server.port, data, 1, tmp, args.repetitions)
             print(f"{mode}: warm-up {warm:.2f} s", flush=True)
             for n in args.clients:
@@ -236,11 +187,7 @@ def _mode_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", help="MRD raw-data file (default: a phantom generated into a temp folder)")
-    parser.add_argument("--matrix", type=int, default=256, help="phantom matrix size")
-    parser.add_argument("--coils", type=int, default=16, help="phantom coils")
-    parser.add_argument("--repetitions", type=int, default=3,
-                        help="phantom repetitions (also the number of images simplefft must return)")
+    add_data_arguments(parser, coils=16, repetitions=3)
     parser.add_argument("--clients", type=_int_list, default=[1, 2, 4, 8], help="concurrent client counts")
     parser.add_argument("--modes", type=_mode_list, default=["threads", "processes"],
                         help="server modes (processes: -m)")
@@ -258,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_load_") as tmp:
         try:
             return run(args, Path(tmp), command)
-        except (BenchError, subprocess.SubprocessError, OSError) as exc:
+        except (BenchError, ServerError, subprocess.SubprocessError, OSError) as exc:
             print(f"BENCH BROKEN: {exc}", file=sys.stderr)
             for log in sorted(Path(tmp).glob("server-*.log")):
                 print(f"--- {log.name} (tail) ---\n" + "".join(log.read_text(errors="replace")

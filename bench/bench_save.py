@@ -30,8 +30,8 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import (REPO_DIR, BenchError, ServerProcess, client_once, free_port,  # noqa: E402
-                        machine_description, raw_data_bytes, verdict)
+from bench_core import (REPO_DIR, BenchError, ServerError, client_once, machine_description,  # noqa: E402
+                        raw_data_bytes, start_server, verdict)
 
 TARGET_FRACTION = 0.5
 WRITE_CHUNK = 1 << 20
@@ -82,19 +82,18 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     count, nbytes = raw_data_bytes(data)
     save_dir = tmp / "saved"
     save_dir.mkdir()
-    server = ServerProcess(free_port(), tmp / "server.log", "-S", str(save_dir))
+    server = start_server(tmp / "server.log", "-S", str(save_dir))
     plain, session, client = [], [], []
     try:
-        server.wait_ready()
         for i in range(args.repeats):
             plain.append(plain_write_once(save_dir, nbytes))
             client.append(client_once(server.port, "savedataonly", data, tmp / "out.h5"))
-            session.append(last_session_seconds(server.log_path))
+            session.append(last_session_seconds(server.output))
             check_saved(save_dir, count)
             print(f"repeat {i + 1}/{args.repeats}: plain {plain[-1]:.3f} s  session {session[-1]:.3f} s  "
                   f"client {client[-1]:.3f} s", flush=True)
     finally:
-        status = server.stop()
+        status = server.stop(timeout=60)
     a, b, c = statistics.median(plain), statistics.median(session), statistics.median(client)
     mb = nbytes / 1e6
     fraction = a / b
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_save_", dir=args.data and Path(args.data).parent) as tmp:
         try:
             return run(args, Path(tmp))
-        except BenchError as exc:
+        except (BenchError, ServerError) as exc:
             print(f"bench failed: {exc}", file=sys.stderr)
             return 2
 

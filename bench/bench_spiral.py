@@ -46,6 +46,7 @@ import ismrmrd  # noqa: E402
 from _gridding import ArmGridder  # noqa: E402
 from _view_sharing import SlidingWindow  # noqa: E402
 from connection import MessageWriter  # noqa: E402
+from tools._server_harness import ServerProcess  # noqa: E402
 
 
 def golden_angle_spiral(interleaves: int, samples: int, m: int, turns: float = 16) -> np.ndarray:
@@ -151,16 +152,12 @@ def session_fps(args, tmp: Path) -> dict:
     config.write_text(f'metafile_paths = ["{tmp}"]\n[reconstruction]\ngpu_device = {args.gpu}\n'
                       f'arms_per_frame = {args.arms_per_frame}\nwindow_shift = {args.window_shift}\n')
     (tmp / "simplenufft1arm.json").write_text(json.dumps({"parameters": {"spiral_config": str(config)}}))
-    port = 9300 + int(time.time()) % 500
     log = tmp / "server.log"
-    server = subprocess.Popen([sys.executable, str(REPO_DIR / "main.py"), "-p", str(port), "-l", str(log)],
-                              cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = {}
-    try:
-        time.sleep(3)
+    with ServerProcess(host=None, log=log, cwd=tmp) as server:
         for run in ("", "_again"):  # the second session reuses the first one's gridding matrices
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, str(REPO_DIR / "client.py"), "-p", str(port), "-c",
+            done = subprocess.run([sys.executable, str(REPO_DIR / "client.py"), "-p", str(server.port), "-c",
                                    "simplenufft1arm", "-o", str(tmp / f"out{run}.h5"), str(data)],
                                   cwd=tmp, capture_output=True, text=True)
             wall = time.perf_counter() - start
@@ -170,9 +167,6 @@ def session_fps(args, tmp: Path) -> dict:
             session = float(re.findall(r"ended after ([0-9.]+) s", log.read_text())[-1])
             results.update({f"frames{run}": frames, f"session{run}_s": session,
                             f"fps_session{run}": frames / session, f"client_wall{run}_s": wall})
-    finally:
-        server.terminate()
-        server.wait(30)
     return results
 
 

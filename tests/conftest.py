@@ -1,10 +1,7 @@
 """Pytest fixtures: repository imports, a real server subprocess on 127.0.0.1, client runs, NRMSE."""
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -13,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tools import _server_harness as harness  # noqa: E402
+from tools._server_harness import free_port, pid_alive, stop, wait_listening  # noqa: E402,F401
 
 LEGACY_MODULES = Path(__file__).resolve().parent / "legacy_modules"
 GENERATOR = REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py"
@@ -30,86 +30,19 @@ def compute_devices() -> list[int]:
     return [-1, 0] if _backend.select(0).gpu == 0 else [-1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The one server harness (tools/_server_harness.py); these names are the tests' API.
+wait_for_port = wait_listening  # (port, Popen or pid, timeout)
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server did not listen on {port}")
-
-
-class ServerProcess:
-    """``python main.py`` on a free port of 127.0.0.1, with the test modules folder added."""
+class ServerProcess(harness.ServerProcess):
+    """``python main.py`` on a free port of 127.0.0.1, with the test modules folder added: ``-v``,
+    saving into ``<tmp>/saved`` (``savedir``), logging to ``<tmp>/server-<port>.log`` (``log``)."""
 
     def __init__(self, tmp: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.log = tmp / f"server-{self.port}.log"
+        port = free_port()
         self.savedir = tmp / "saved"
-        cmd = [sys.executable, str(REPO / "main.py"), "-v", "-H", "127.0.0.1", "-p", str(self.port),
-               "-S", str(self.savedir), "--modules", str(LEGACY_MODULES), "-l", str(self.log), *extra]
-        self.proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, self.proc)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-
-# --- servers that are not our children (started by the FIRE scripts in the background) ------------
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (the server is not our child: no waitpid)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if Path("/proc/self/stat").exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (FileNotFoundError, ProcessLookupError):
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_listening(port: int, pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise RuntimeError(f"server pid {pid} exited before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"server pid {pid} did not listen on {port}")
-
-
-def stop(pid: int, timeout: float = 30.0) -> None:
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise TimeoutError(f"server pid {pid} ignored SIGTERM for {timeout} s")
-        time.sleep(0.05)
+        super().__init__("-v", "-S", str(self.savedir), "--modules", str(LEGACY_MODULES), *extra, port=port,
+                         log=tmp / f"server-{port}.log", cwd=tmp, timeout=20.0)
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,13 @@ error for the client (exit 1), an unknown name falls back to the default with a 
 import os
 import shutil
 import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import LEGACY_MODULES, REPO, ServerProcess, free_port, generate_phantom, images_of, nrmse, rss, run_client, wait_for_port
+from conftest import LEGACY_MODULES, REPO, generate_phantom, images_of, nrmse, rss, run_client
+from tools._server_harness import ServerProcess as MainServer
 
 UPSTREAM = REPO / "tests" / "upstream"
 LEGACY_STYLE = (LEGACY_MODULES / "legacy_echo.py").read_text()
@@ -45,14 +45,12 @@ def test_upstream_simplefft_copied_into_a_clones_root_runs_unchanged(debian_phan
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     shutil.copy(UPSTREAM / "simplefft.py", clone / "myfft.py")
-    port = free_port()
     work = tmp_path / "elsewhere"
     work.mkdir()
     log = tmp_path / "server.log"
-    proc = subprocess.Popen([sys.executable, str(clone / "main.py"), "-v", "-H", "127.0.0.1", "-p", str(port),
-                             "-l", str(log)], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = MainServer("-v", main=clone / "main.py", log=log, cwd=work, timeout=20.0)
+    port = srv.port
     try:
-        wait_for_port(port, proc)
         result = run_client(port, "-c", "myfft", "-o", str(tmp_path / "o.h5"), "-G", "g", str(raw))
         assert result.returncode == 0, result.stdout
         data, _, _ = images_of(tmp_path / "o.h5", "g")
@@ -61,8 +59,7 @@ def test_upstream_simplefft_copied_into_a_clones_root_runs_unchanged(debian_phan
         broken = run_client(port, "-c", "os", "-o", str(tmp_path / "o.h5"), str(phantom))
         assert broken.returncode == 0 and "Unknown config 'os'; using the default module" in broken.stdout
     finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+        assert srv.stop() == 0
 
 
 @pytest.fixture
@@ -81,15 +78,10 @@ def places(tmp_path):
     (work / "json.py").write_text("def process(connection, config, metadata):\n    raise SystemExit('shadow')\n")
     shutil.copy(LEGACY_MODULES / "broken_import.py", work / "missing_package.py")
     env = {**os.environ, "MRD_SHARE_DIR": str(share), "PYTHONPATH": str(pypath)}
-    port = free_port()
     log = tmp_path / "server.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "-v", "-H", "127.0.0.1", "-p", str(port),
-                             "-l", str(log), "--modules", str(extra)], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
-    yield port, work, log
-    proc.terminate()
-    assert proc.wait(30) == 0
+    srv = MainServer("-v", "--modules", str(extra), log=log, cwd=work, env=env, timeout=20.0)
+    yield srv.port, work, log
+    assert srv.stop() == 0
 
 
 @pytest.mark.parametrize("name", ["in_cwd", "in_share", "in_pythonpath", "in_extra"])

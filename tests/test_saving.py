@@ -1,16 +1,14 @@
 """Saving incoming data (-s, savedataonly): complete files after broken sessions, a full disk, SIGTERM."""
 import resource
 import signal
-import subprocess
-import sys
 import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import (REPO, ServerProcess, free_port, generate_phantom, open_saved_session, run_client,
-                      wait_for_port)
+from conftest import ServerProcess, generate_phantom, open_saved_session, run_client
+from tools._server_harness import ServerProcess as MainServer
 from connection import MessageReader
 
 
@@ -70,17 +68,14 @@ def test_sigterm_while_saving_finishes_the_file(phantom, tmp_path):
 
 
 def test_full_disk_gives_error_text_clean_close_and_server_keeps_serving(phantom, tmp_path):
-    port = free_port()
     limit = 256 << 10  # files may not grow beyond 256 kB: writes fail like on a full disk
 
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    cmd = [sys.executable, str(REPO / "main.py"), "-H", "127.0.0.1", "-p", str(port), "-S", str(tmp_path / "saved")]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, preexec_fn=small_files, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    srv = MainServer("-S", str(tmp_path / "saved"), cwd=tmp_path, preexec_fn=small_files, timeout=20.0)
+    port = srv.port
     try:
-        wait_for_port(port, proc)
         assert phantom.stat().st_size > 2 * limit
         result = run_client(port, "-c", "savedataonly", "-o", str(tmp_path / "o.h5"), str(phantom))
         assert result.returncode == 1
@@ -88,5 +83,4 @@ def test_full_disk_gives_error_text_clean_close_and_server_keeps_serving(phantom
         ok = run_client(port, "-c", "simplefft", "-o", str(tmp_path / "ok.h5"), "-G", "g", str(phantom))
         assert ok.returncode == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert srv.stop() == 0

@@ -37,7 +37,6 @@ import argparse
 import ctypes
 import io
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -57,6 +56,7 @@ sys.path.insert(0, str(REPO_DIR))
 from connection import MessageReader, MessageWriter, MrdError  # noqa: E402
 from constants import MessageID  # noqa: E402
 from main import DefaultsHelpFormatter  # noqa: E402
+from tools._server_harness import ServerProcess  # noqa: E402
 
 CONFIGS = ("simplefft", "invertcontrast", "null")
 EXTRAS = ("json", "text", "waveform", "image", "ndarray")
@@ -419,56 +419,42 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 class Server:
-    """``python main.py -H 127.0.0.1 -p PORT [-m]`` in ``folder``, logging to a file there."""
+    """``python main.py -H 127.0.0.1 -p PORT [-m]`` in ``folder``, logging to a file there; ``start()``
+    again after a death starts a fresh one (``server-<n>.log``) on a new port."""
 
     def __init__(self, folder: Path, multiprocessing: bool) -> None:
         self.folder = folder
         self.multiprocessing = multiprocessing
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
+        self.server: ServerProcess | None = None
         self.starts = 0
 
     def start(self) -> None:
+        if self.server is not None:
+            self.server.stop()
         self.starts += 1
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.log = self.folder / f"server-{self.starts}.log"
-        cmd = [sys.executable, str(REPO_DIR / "main.py"), "-H", "127.0.0.1", "-p", str(self.port),
-               "-S", str(self.folder / "saved"), "-l", str(self.log), *(["-m"] if self.multiprocessing else [])]
-        self.proc = subprocess.Popen(cmd, cwd=self.folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode} at start; log {self.log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not listen on {self.port} within {SERVER_START_TIMEOUT_S:.0f} s")
+        self.server = ServerProcess("-S", str(self.folder / "saved"), *(["-m"] if self.multiprocessing else []),
+                                    log=self.folder / f"server-{self.starts}.log", cwd=self.folder,
+                                    timeout=SERVER_START_TIMEOUT_S)
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.server.proc
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.server is not None and self.server.alive()
 
     def log_tail(self, lines: int = 30) -> str:
         try:
-            return "".join(self.log.read_text(errors="replace").splitlines(True)[-lines:])
+            return "".join(self.server.log_text(errors="replace").splitlines(True)[-lines:])
         except OSError:
             return ""
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return None if self.server is None else self.server.stop(timeout=timeout)
 
 
 # Main loop -------------------------------------------------------------------------------------------
