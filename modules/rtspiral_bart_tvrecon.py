@@ -59,7 +59,7 @@ def bart_arrays(arms: list[ismrmrd.Acquisition], coord: np.ndarray, pre_discard:
     """k-space ``(1, Ns, A, coils, 1..., F)`` and trajectory ``(3, Ns, A, 1..., F)`` (BART dims, TIME = 10)."""
     used = arms[:frames * per_frame]
     data = np.stack([a.data[:, pre_discard:] for a in used])  # [arms, coils, Ns]
-    index = [a.idx.kspace_encode_step_1 % interleaves for a in used]
+    index = [_spiral_io.arm_of(a, interleaves) for a in used]
     ns, ncoil = data.shape[2], data.shape[1]
     kspace = data.reshape(frames, per_frame, ncoil, ns).transpose(3, 1, 2, 0)  # [Ns, A, coils, F]
     traj = np.zeros((3, ns, per_frame, frames), np.complex64)
@@ -108,12 +108,14 @@ def chunks(frames: int, count: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, index: int) -> ismrmrd.Image:
+def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, fov: tuple[float, float, float],
+                index: int) -> ismrmrd.Image:
     """int16 magnitude image ``flip_x(pixels)ᵀ`` scaled to BitsStored; header from the frame's last arm."""
     max_value = _recon.max_value_of(metadata)
     image = _recon.image_from_readout(_recon.to_int16(np.abs(pixels)[::-1].T, max_value), arm, metadata, index)
     head = image.getHead()
     head.repetition = index
+    head.field_of_view = fov
     image.setHead(head)
     image.meta = _recon.display_meta(image, max_value, HISTORY)
     return image
@@ -130,7 +132,8 @@ def process(connection, config, metadata):
         if frames < 1:
             raise ConfigError(f"{len(arms)} arms are fewer than arms_per_frame = {cfg.arms_per_frame}")
         m = _spiral.matrix_size(meta, cfg.fov_oversampling)
-        interleaves = meta.repetitions
+        interleaves = _spiral_io.arm_count(meta)
+        fov = _spiral_io.image_fov(metadata, meta, m)
         kx, ky = meta.kx[:, :interleaves], meta.ky[:, :interleaves]
         if cfg.apply_girf:
             first = arms[0]
@@ -155,7 +158,7 @@ def process(connection, config, metadata):
                                      {"traj": traj[..., first:end], "k": kspace[..., first:end], "s": sens})["x"]
                 images = np.asarray(images).reshape(m, m, n)
                 connection.send_image([frame_image(images[:, :, f - first], arms[(f + 1) * cfg.arms_per_frame - 1],
-                                                   metadata, f) for f in range(keep_first, keep_end)])
+                                                   metadata, fov, f) for f in range(keep_first, keep_end)])
         for wave in waves:
             connection.send_waveform(wave)
     finally:

@@ -75,9 +75,10 @@ class ViewSharingRecon:
                  backend: _backend.Backend) -> None:
         self.cfg = cfg
         self.metadata = metadata
-        self.interleaves = meta.interleaves
+        self.interleaves = _spiral_io.arm_count(meta)
         self.m = _spiral.matrix_size(meta, cfg.fov_oversampling)
-        kx, ky = meta.kx[:, :meta.interleaves], meta.ky[:, :meta.interleaves]
+        self.fov = _spiral_io.image_fov(metadata, meta, self.m)
+        kx, ky = meta.kx[:, :self.interleaves], meta.ky[:, :self.interleaves]
         if cfg.apply_girf:
             girf = _spiral.load_girf(_toml.resolve(cfg.girf_file))
             rotation = _spiral.rotation_matrix(first.read_dir, first.phase_dir, first.slice_dir,
@@ -107,7 +108,7 @@ class ViewSharingRecon:
         self.maps = None
 
     def add(self, acq: ismrmrd.Acquisition) -> bool:
-        return self.window.add(acq.idx.kspace_encode_step_1 % self.interleaves, acq.data)
+        return self.window.add(_spiral_io.arm_of(acq, self.interleaves), acq.data)
 
     def frame(self) -> np.ndarray:
         """The current frame, combined over coils, ``[m, m]`` on the host (complex or magnitude)."""
@@ -120,7 +121,7 @@ class ViewSharingRecon:
         return self.backend.to_host(self.window.rss())
 
 
-def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg: SpiralConfig,
+def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, fov: tuple[float, float, float],
                 window: SlidingWindow, index: int, repetition: int) -> ismrmrd.Image:
     """MRD image of one frame: ``flip_x(pixels)ᵀ``, header from the frame's last arm."""
     oriented = np.ascontiguousarray(pixels[::-1, :].T)
@@ -139,8 +140,7 @@ def frame_image(pixels: np.ndarray, arm: ismrmrd.Acquisition, metadata: Any, cfg
     head = image.getHead()
     head.image_type = image_type
     head.repetition = repetition
-    fov = _recon.recon_fov(metadata)
-    head.field_of_view = (fov[0] * cfg.fov_oversampling, fov[1] * cfg.fov_oversampling, fov[2])
+    head.field_of_view = fov
     image.setHead(head)
     image.meta = ismrmrd.Meta(meta)
     image.meta["ImageRowDir"] = ["{:.18f}".format(v) for v in head.read_dir]
@@ -169,7 +169,7 @@ def process(connection, config, metadata):
                 recon.new_slice()
             if recon.add(item):
                 frames += 1
-                connection.send_image(frame_image(recon.frame(), item, metadata, cfg, recon.window,
+                connection.send_image(frame_image(recon.frame(), item, metadata, recon.fov, recon.window,
                                                   frames, repetition))
                 repetition += 1
         log.info("simplenufft1arm sent %d frame(s)", frames)

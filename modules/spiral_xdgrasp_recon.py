@@ -116,7 +116,7 @@ def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, res
             if len(chosen):
                 kspace[0, :, :len(chosen), :, 0, 0, 0, 0, 0, 0, r, c] = np.stack(
                     [arms[i].data[:, pre:] for i in chosen]).transpose(2, 0, 1)
-                index = [arms[i].idx.kspace_encode_step_1 % interleaves for i in chosen]
+                index = [_spiral_io.arm_of(arms[i], interleaves) for i in chosen]
                 traj[:2, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = coord[index].transpose(2, 1, 0)
                 pattern[0, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = 1
     return kspace, traj, pattern
@@ -129,10 +129,11 @@ def process(connection, config, metadata):
         arms, waves = _spiral_io.collect(connection)
         resp, card = bins_of(arms, waves, cfg)
         m = _spiral.matrix_size(meta, cfg.fov_oversampling)
-        coord = _spiral.grid_coordinates(meta.kx[:, :meta.repetitions], meta.ky[:, :meta.repetitions], m)
-        kspace, traj, pattern = binned_arrays(arms, coord, meta.pre_discard, meta.repetitions, resp, card, cfg)
+        interleaves = _spiral_io.arm_count(meta)
+        coord = _spiral.grid_coordinates(meta.kx[:, :interleaves], meta.ky[:, :interleaves], m)
+        kspace, traj, pattern = binned_arrays(arms, coord, meta.pre_discard, interleaves, resp, card, cfg)
         kept = np.flatnonzero((resp >= 0) & (card >= 0))
-        all_k, all_t = tv.bart_arrays([arms[i] for i in kept], coord, meta.pre_discard, meta.repetitions, 1, len(kept))
+        all_k, all_t = tv.bart_arrays([arms[i] for i in kept], coord, meta.pre_discard, interleaves, 1, len(kept))
         with _bart.BartSession(cfg.bart_binary or None) as session:
             sens = tv.coil_maps(session, all_k, all_t, m)
             gpu = ["-g"] if cfg.gpu_device >= 0 and session.capabilities.gpu else []
@@ -152,6 +153,7 @@ def process(connection, config, metadata):
                 image = _recon.image_from_readout(np.ascontiguousarray(scaled[::-1, :, r, c].T), last, metadata, r)
                 head = image.getHead()
                 head.phase, head.set = c, r
+                head.field_of_view = _spiral_io.image_fov(metadata, meta, m)
                 image.setHead(head)
                 image.meta = _recon.display_meta(image, max_value, HISTORY)
                 connection.send_image(image)
