@@ -7,7 +7,8 @@ the first/last ``arm_discard_pre/post`` seconds dropped (0 allowed), coil maps e
 ``bart nlinv`` from all kept arms, and ``bart pics`` reconstructs every (respiratory, cardiac) bin
 with total variation along both bin dimensions (BART TIME and TIME2).  One int16 image per bin is
 sent (``image_index = set = respiratory bin``, ``phase = cardiac bin``, one global scale), then the
-waveforms are echoed and CLOSE follows (docs/spiral.md §8, defects fixed).
+waveforms are echoed and CLOSE follows (docs/spiral.md §8).  Settings, trajectory (GIRF-predicted
+with ``apply_girf``), BART arrays and images: ``_spiral_io`` and ``_spiral_bart``.
 Configuration: ``configs/spiral_xdgrasp_config.toml``; missing keys take the defaults below.
 """
 from __future__ import annotations
@@ -19,34 +20,30 @@ import numpy as np
 
 import _bart
 import _binning
-import _recon
-import _spiral
+import _spiral_bart
 import _spiral_io
-import _toml
 import constants
-import rtspiral_bart_tvrecon as tv
 from _errors import ConfigError
+from _spiral_io import SpiralSettings
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "spiral_xdgrasp_config.toml"
 HISTORY = ["FIRE", "PYTHON", "BART", "XDGRASP"]
 TRIGGER_SOURCES = ("pilottone", "pilottone_derivative", "ecg")
 
 
 @dataclasses.dataclass
-class XdGraspConfig:
-    """TOML keys (top level, ``[reconstruction]`` and ``[binning]``)."""
+class XdGraspConfig(SpiralSettings):
+    """TOML keys (top level, ``[reconstruction]`` and ``[binning]``): those of every spiral module and these."""
 
-    metafile_paths: list = dataclasses.field(default_factory=lambda: ["seq_meta", "/tmp/share/seq_meta"])
+    CONFIG_NAME = "spiral_xdgrasp_config.toml"
+
     bart_binary: str = ""
     arm_discard_pre: float = 0.0  # s
     arm_discard_post: float = 0.0  # s
     reg_lambda_resp: float = 0.0005
     reg_lambda_card: float = 0.0005
     num_iter: int = 100
-    fov_oversampling: float = 1.0
-    gpu_device: int = -1
     n_respiratory_bins: int = 4
     n_cardiac_bins: int = 8
     trigger_source: str = "pilottone"
@@ -55,9 +52,9 @@ class XdGraspConfig:
     fill_small_bins: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.trigger_source not in TRIGGER_SOURCES:
-            raise ConfigError(f"trigger_source = {self.trigger_source!r} is not one of "
-                                      f"{', '.join(TRIGGER_SOURCES)}")
+            raise ConfigError(f"trigger_source = {self.trigger_source!r} is not one of {', '.join(TRIGGER_SOURCES)}")
         if self.n_respiratory_bins < 2 or self.n_respiratory_bins % 2 or self.n_cardiac_bins < 1:
             raise ConfigError("n_respiratory_bins must be even >= 2, n_cardiac_bins >= 1")
 
@@ -97,9 +94,9 @@ def bins_of(arms: list, waves: list, cfg: XdGraspConfig) -> tuple[np.ndarray, np
 def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, resp: np.ndarray, card: np.ndarray,
                   cfg: XdGraspConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """k-space ``(1, Ns, n, coils, 1.., nR, nC)``, trajectory ``(3, Ns, n, 1.., nR, nC)`` and sampling
-    pattern ``(1, Ns, n, 1.., nR, nC)``.  Bins are padded to the largest (``fill_small_bins``) with
-    pattern 0, so the padding is no measurement (the reference relied on zero data at k = 0, which
-    BART takes as a measured zero there), or cropped to the smallest bin."""
+    pattern ``(1, Ns, n, 1.., nR, nC)``.  With ``fill_small_bins`` every bin is padded to the largest
+    with pattern 0, so that ``pics -p`` takes the padding as not measured; otherwise bins are cropped
+    to the smallest (an empty bin is then a ConfigError)."""
     nr, ncard = cfg.n_respiratory_bins, cfg.n_cardiac_bins
     members = [[np.flatnonzero((resp == r) & (card == c)) for c in range(ncard)] for r in range(nr)]
     counts = [len(i) for row in members for i in row]
@@ -112,31 +109,30 @@ def binned_arrays(arms: list, coord: np.ndarray, pre: int, interleaves: int, res
     pattern = np.zeros((1, ns, n) + (1,) * 7 + (nr, ncard), np.complex64)
     for r in range(nr):
         for c in range(ncard):
-            chosen = members[r][c][:n]
-            if len(chosen):
-                kspace[0, :, :len(chosen), :, 0, 0, 0, 0, 0, 0, r, c] = np.stack(
-                    [arms[i].data[:, pre:] for i in chosen]).transpose(2, 0, 1)
-                index = [_spiral_io.arm_of(arms[i], interleaves) for i in chosen]
-                traj[:2, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = coord[index].transpose(2, 1, 0)
+            chosen = [arms[i] for i in members[r][c][:n]]
+            if chosen:
+                kspace[0, :, :len(chosen), :, 0, 0, 0, 0, 0, 0, r, c] = _spiral_bart.arm_samples(chosen, pre)
+                traj[:2, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = _spiral_bart.arm_coordinates(chosen, coord,
+                                                                                                  interleaves)
                 pattern[0, :, :len(chosen), 0, 0, 0, 0, 0, 0, 0, r, c] = 1
     return kspace, traj, pattern
 
 
 def process(connection, config, metadata):
     try:
-        cfg = _toml.load(XdGraspConfig, config, CONFIG_NAME, connection)
+        cfg = XdGraspConfig.load(config, connection)
         meta = _spiral_io.trajectory_meta(metadata, cfg.metafile_paths)
         arms, waves = _spiral_io.collect(connection)
         resp, card = bins_of(arms, waves, cfg)
-        m = _spiral.matrix_size(meta, cfg.fov_oversampling)
-        interleaves = _spiral_io.arm_count(meta)
-        coord = _spiral.grid_coordinates(meta.kx[:, :interleaves], meta.ky[:, :interleaves], m)
-        kspace, traj, pattern = binned_arrays(arms, coord, meta.pre_discard, interleaves, resp, card, cfg)
+        trajectory = _spiral_io.trajectory(meta, cfg, metadata, arms[0])
+        m, interleaves = trajectory.m, trajectory.arms
+        kspace, traj, pattern = binned_arrays(arms, trajectory.coord, meta.pre_discard, interleaves, resp, card, cfg)
         kept = np.flatnonzero((resp >= 0) & (card >= 0))
-        all_k, all_t = tv.bart_arrays([arms[i] for i in kept], coord, meta.pre_discard, interleaves, 1, len(kept))
+        all_k, all_t = _spiral_bart.bart_arrays([arms[i] for i in kept], trajectory.coord, meta.pre_discard,
+                                                interleaves, 1, len(kept))
         with _bart.BartSession(cfg.bart_binary or None) as session:
-            sens = tv.coil_maps(session, all_k, all_t, m)
-            gpu = ["-g"] if cfg.gpu_device >= 0 and session.capabilities.gpu else []
+            sens = _spiral_bart.coil_maps(session, all_k, all_t, m)
+            gpu = _spiral_bart.gpu_option(session, cfg.gpu_device)
             log.info("XD-GRASP: %d x %d bins of up to %d arms (%d arms kept of %d), matrix %d", cfg.n_respiratory_bins,
                      cfg.n_cardiac_bins, kspace.shape[2], len(kept), len(arms), m)
             images = session.run(["pics", *gpu, "-e", "-R", f"T:1024:0:{cfg.reg_lambda_resp}",
@@ -144,19 +140,13 @@ def process(connection, config, metadata):
                                   "-p", "pat", "-t", "traj", "k", "s", "x"],
                                  {"traj": traj, "k": kspace, "s": sens, "pat": pattern})["x"]
         images = np.abs(np.asarray(images).reshape(m, m, cfg.n_respiratory_bins, cfg.n_cardiac_bins))
-        max_value = _recon.max_value_of(metadata)
-        scaled = np.around(images * (max_value / max(float(images.max()), np.finfo(np.float32).tiny))).astype(np.int16)
+        peak = float(images.max())  # one scale for all bins
         connection.send_logging(constants.MRD_LOGGING_INFO, "Reconstruction is finished. Sending images...")
         last = arms[kept[-1]]
         for r in range(cfg.n_respiratory_bins):
             for c in range(cfg.n_cardiac_bins):
-                image = _recon.image_from_readout(np.ascontiguousarray(scaled[::-1, :, r, c].T), last, metadata, r)
-                head = image.getHead()
-                head.phase, head.set = c, r
-                head.field_of_view = _spiral_io.image_fov(metadata, meta, m)
-                image.setHead(head)
-                image.meta = _recon.display_meta(image, max_value, HISTORY)
-                connection.send_image(image)
+                connection.send_image(_spiral_io.frame_image(images[:, :, r, c], last, metadata, trajectory.fov, r,
+                                                             HISTORY, peak=peak, phase=c, set=r))
         for wave in waves:
             connection.send_waveform(wave)
     finally:
