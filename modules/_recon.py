@@ -14,7 +14,7 @@ degrees and shifted by one pixel (``SliceKspace.rss_image(ice_flip=True)``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterator, Optional
 
 import ismrmrd
 import numpy as np
@@ -164,6 +164,28 @@ class SliceKspace:
         if ry:
             img = crop_centre(img, ry, axis=1)
         return rss(img)
+
+
+def readout_slices(connection: Any, on_other: Optional[Callable[[Any], None]] = None) -> Iterator[list]:
+    """The imaging readouts of each slice of a session, as lists: a slice ends at a readout flagged
+    ``LAST_IN_SLICE`` (imaging or not), and the readouts left at CLOSE are the last slice.  Every item
+    that is no acquisition (image, waveform, text) goes to ``on_other``, in stream order, as it arrives.
+    For modules that arrange a slice's readouts themselves (``bartfire``, ``spectroscopy``);
+    :class:`SliceGrouper` fills a :class:`SliceKspace` instead."""
+    readouts: list[ismrmrd.Acquisition] = []
+    for item in connection:
+        if item is None:
+            break
+        if isinstance(item, ismrmrd.Acquisition):
+            if is_imaging_readout(item):
+                readouts.append(item)
+            if item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) and readouts:
+                yield readouts
+                readouts = []
+        elif on_other is not None:
+            on_other(item)
+    if readouts:
+        yield readouts
 
 
 class SliceGrouper:

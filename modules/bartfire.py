@@ -95,21 +95,14 @@ def reconstruct(readouts: list[ismrmrd.Acquisition], metadata: Any) -> list[ismr
 
 
 def process(connection: Any, config: Any, metadata: Any) -> None:
-    readouts: list[ismrmrd.Acquisition] = []
     ignored = 0
+
+    def ignore(item: Any) -> None:
+        nonlocal ignored
+        ignored += isinstance(item, (ismrmrd.Image, ismrmrd.Waveform))
+
     try:
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, ismrmrd.Acquisition):
-                if _recon.is_imaging_readout(item):
-                    readouts.append(item)
-                if item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) and readouts:
-                    connection.send_image(reconstruct(readouts, metadata))
-                    readouts = []
-            elif isinstance(item, (ismrmrd.Image, ismrmrd.Waveform)):
-                ignored += 1
-        if readouts:
+        for readouts in _recon.readout_slices(connection, ignore):
             connection.send_image(reconstruct(readouts, metadata))
         if ignored:
             log.info("bartfire takes raw data only: %d image(s) and waveform(s) ignored", ignored)

@@ -201,7 +201,6 @@ def raw_results(readouts: list[ismrmrd.Acquisition], metadata: Any) -> list[ismr
 
 
 def process(connection: Any, config: Any, metadata: Any) -> None:
-    readouts: list[ismrmrd.Acquisition] = []
     series: list[ismrmrd.Image] = []
 
     def finish_series() -> None:
@@ -209,25 +208,20 @@ def process(connection: Any, config: Any, metadata: Any) -> None:
             connection.send_image(spectrum_plot(series[0]))
             series.clear()
 
+    def take_image(item: Any) -> None:
+        """Images other than magnitude go back at once; magnitude images are grouped by series."""
+        if not isinstance(item, ismrmrd.Image):
+            return
+        if item.image_type not in MAGNITUDE_TYPES:
+            item.meta["Keep_image_geometry"] = "1"
+            connection.send_image(item)
+            return
+        if series and item.image_series_index != series[-1].image_series_index:
+            finish_series()
+        series.append(item)
+
     try:
-        for item in connection:
-            if item is None:
-                break
-            if isinstance(item, ismrmrd.Acquisition):
-                if _recon.is_imaging_readout(item):
-                    readouts.append(item)
-                if item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE) and readouts:
-                    connection.send_image(raw_results(readouts, metadata))
-                    readouts = []
-            elif isinstance(item, ismrmrd.Image):
-                if item.image_type not in MAGNITUDE_TYPES:
-                    item.meta["Keep_image_geometry"] = "1"
-                    connection.send_image(item)
-                    continue
-                if series and item.image_series_index != series[-1].image_series_index:
-                    finish_series()
-                series.append(item)
-        if readouts:
+        for readouts in _recon.readout_slices(connection, take_image):
             connection.send_image(raw_results(readouts, metadata))
         finish_series()
     finally:
