@@ -1,9 +1,9 @@
 """Respiratory and cardiac binning of spiral arms from physiological waveforms (never dispatched).
 
-Pure NumPy functions for the XD-GRASP-style reconstruction (docs/spiral.md §8.2-§8.4), with the
-reference's defects fixed: ECG time stamps are 2.5 ms ticks, a trigger delay shorter than one
-sample moves nothing (instead of deleting every trigger), ``arm_discard_post = 0`` keeps the
-end, and no waveform kind is required that the chosen trigger source does not use.
+Pure NumPy functions for the XD-GRASP-style reconstruction (docs/spiral.md §8.2-§8.4): pilot-tone
+decoding, ECG trigger times (time stamps in 2.5 ms ticks), trigger shifts (a delay shorter than
+one sample moves nothing), cyclic respiratory amplitude bins, cardiac bins after each trigger, and
+the arms kept after the start and end discards (a discard of 0 s keeps everything at that end).
 
 Bins are integer arrays with one entry per arm; -1 means "in no bin".
 """

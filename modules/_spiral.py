@@ -19,7 +19,7 @@ import scipy.io
 
 # Proton gyromagnetic ratio / 2pi (CODATA 2018).  The absolute value cancels in every
 # coordinate (they are normalised), but girf_matlab.mat's ``k_predicted`` was computed with
-# this precise value: 42.577e6 is 1.1e-5 off it, 42.58e6 (the fork's) 5.9e-5.
+# this precise value: 42.577e6 is 1.1e-5 off it, 42.58e6 5.9e-5.
 GAMMA_BAR_HZ_PER_T = 42.577478518e6
 
 GIRF_DT_S = 10e-6          # time raster of the GIRF file
@@ -67,8 +67,8 @@ def sequence_hash(metadata: Any) -> str | None:
     """Sequence hash (first 32 characters) from ``userParameterString``.
 
     The entry named ``tSequenceVariant`` wins; otherwise the second entry, whatever its
-    name (tvrecon/xdgrasp convention).  None for an unparsed (text) header, no user
-    parameters, or an empty value.  The 32-character cut drops a ``/OSP`` suffix.
+    name.  None for an unparsed (text) header, no user parameters, or an empty value.  The
+    32-character cut drops a ``/OSP`` suffix.
     """
     try:
         entries = list(metadata.userParameters.userParameterString)

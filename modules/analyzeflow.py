@@ -40,7 +40,7 @@ def remove_background(phases: np.ndarray) -> np.ndarray:
     """float64 copy of a ``[phase, cha, z, y, x]`` stack with noise pixels set to 2048.
 
     Noise: ``mean_t |third-order difference over t| > 250``, per pixel and channel, computed in
-    float64 (upstream differences in the input's integer type, which wraps around for uint16).
+    float64, so that uint16 input does not wrap around.
     """
     out = phases.astype(np.float64)
     if len(out) > DIFFERENCE_ORDER:

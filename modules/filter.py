@@ -4,9 +4,7 @@ Images are grouped while ``image_series_index`` stays the same; magnitude
 images of a group are scaled together to ``BitsStored``, inverted (``max - x``)
 and median filtered; other images come back unchanged.  The filter runs on each
 image separately over its (y, x) axes (``size = (1, ..., 1, N, N)``), so
-neighbouring images, channels and partitions never mix; python-ismrmrd-server's
-``custom/filter`` passes a scalar size and so also filters across the images of
-a group.  Output: history ``[PYTHON, FILT]``, ``SequenceDescriptionAdditional =
+neighbouring images, channels and partitions never mix.  Output: history ``[PYTHON, FILT]``, ``SequenceDescriptionAdditional =
 FILT``, ``ImageComments`` = "Median filter size N" and the ``comments`` option,
 joined by a newline.  Raw data is ignored (one INFO text).
 

@@ -15,9 +15,9 @@ texts are stored as the MetaAttributes:
 * ``matrixSize``: encoded matrix ``<x> x <y> x <z>``;
 * ``inputData``: ``<n> readouts`` or ``<n> images`` of the group.
 
-Where upstream's module stops with an exception (no ``measurementInformation``, no
-``acquisitionSystemInformation`` or field strength, no encoding, a header that did not parse),
-that value is ``N/A``.  Header: read, phase and slice directions x, y, z, field of view 512 x 512
+A value the header does not give (no ``measurementInformation``, no
+``acquisitionSystemInformation`` or field strength, no encoding, a header that did not parse) is
+``N/A``.  Header: read, phase and slice directions x, y, z, field of view 512 x 512
 x 1 mm, ``patient_table_position`` and ``acquisition_time_stamp`` of the group's first item,
 series 0, ``image_index`` 0, magnitude.
 """
