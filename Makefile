@@ -14,11 +14,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m compileall -q *.py modules tools  # bytecode now: faster first starts, also where it is not written
 	touch $@
 
-# Debian tools the tests use: BART, the ISMRMRD C++ tools (phantom generator), socat (stream relay).
+# Debian tools the tests use: BART, the ISMRMRD C++ tools (phantom generator), socat (stream relay),
+# Chromium and its driver (the dashboard's browser test, headless, no browser download).
 system-deps:
 	@if ! command -v bart >/dev/null || ! command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null \
-			|| ! command -v socat >/dev/null; then \
-		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools socat; \
+			|| ! command -v socat >/dev/null || ! command -v chromium >/dev/null \
+			|| ! command -v chromedriver >/dev/null; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools socat chromium chromium-driver; \
 	fi
 
 demo: $(VENV)/.installed
