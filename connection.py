@@ -348,6 +348,11 @@ class Connection:
         self.mrdFilePath = None
         self.dset = None
         self.recorder = None
+        # Set by the server, not by modules: attributes added to every image sent (the header QA's
+        # result), the last image sent (the dashboard's thumbnail), and a callback for texts sent.
+        self.image_meta: dict | None = None
+        self.last_image: ismrmrd.Image | None = None
+        self.on_text: Callable[[str], None] | None = None
         self.recvAcqs = self.recvImages = self.recvWaveforms = 0
         self.sentAcqs = self.sentImages = self.sentWaveforms = 0
 
@@ -419,12 +424,19 @@ class Connection:
         for image in images if isinstance(images, (list, tuple)) else [images]:
             if image is None:
                 continue
+            if self.image_meta:
+                meta = ismrmrd.Meta.deserialize(image.attribute_string) if image.attribute_string else ismrmrd.Meta()
+                meta.update(self.image_meta)
+                image.attribute_string = meta.serialize()
             self.writer.send_image(image)
             self.sentImages += 1
+            self.last_image = image
 
     def send_text(self, text: str) -> None:
         """One TEXT message; logged instead when ``texts_to_log`` is set (stream mode, whose
         consumers accept only images, acquisitions and waveforms)."""
+        if self.on_text is not None:
+            self.on_text(text)
         if self.texts_to_log:
             log.info("Module text: %s", text)
         else:

@@ -14,9 +14,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import constants
-from server import REPO_DIR, Server, ServerConfig, run_stream
+from server import REPO_DIR, Observers, Server, ServerConfig, run_stream
 
 log = logging.getLogger("main")
 
@@ -72,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest header, text, configuration or image attribute text accepted")
     parser.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS",
                         help="how long running sessions may take to finish after SIGTERM/SIGINT")
+    web = parser.add_argument_group("dashboard (web/: page, API, websocket, /healthz, /metrics)")
+    web.add_argument("--http-port", type=constants.tcp_port, metavar="PORT",
+                     help="serve the dashboard on this port (default: off; 0: any free port)")
+    web.add_argument("--http-host", metavar="HOST", help="address of the dashboard (default: the -H address)")
+    web.add_argument("--http-token", metavar="TOKEN", help="required by every request but /healthz and /metrics, "
+                     "and by accepting a QA reference")
+    web.add_argument("--http-token-file", type=Path, metavar="FILE", help="read the token from this file instead")
+    web.add_argument("--http-show-patient", action="store_true",
+                     help="show patient name, ID and birth date on the page and in the API (default: never)")
+    qa = parser.add_argument_group("header QA (qa/: every session's protocol against its reference)")
+    qa.add_argument("--qa", action="store_true", help="check every session's header (also on with the other --qa "
+                    "flags and with --http-port)")
+    qa.add_argument("--qa-rules", type=Path, metavar="FILE", help="TOML file of explicit rules per protocol")
+    qa.add_argument("--qa-db", type=Path, metavar="FILE",
+                    help="SQLite history the references are learned from (default: <savedataFolder>/qa.sqlite)")
+    qa.add_argument("--qa-min-count", type=int, default=3, metavar="N",
+                    help="sessions of a protocol before its most frequent parameters count as the reference")
     return parser
 
 
@@ -95,14 +113,14 @@ def setup_logging(verbose: bool, logfile: str | None, crlf: bool, stream: bool) 
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-def run_stream_mode(config: ServerConfig, module: str | None) -> int:
+def run_stream_mode(config: ServerConfig, module: str | None, observers: Observers) -> int:
     """Stream mode: the MRD output goes to the real stdout; anything else printed goes to stderr."""
     stream_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     with stream_out:
-        return run_stream(config, module, sys.stdin.buffer, stream_out)
+        return run_stream(config, module, sys.stdin.buffer, stream_out, observers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,11 +133,29 @@ def main(argv: list[str] | None = None) -> int:
                           shutdown_grace_s=args.shutdown_grace, idle_timeout_s=args.idle_timeout,
                           max_sessions=args.max_sessions, allow=args.allow, module_timeout_s=args.module_timeout,
                           max_message_bytes=int(args.max_message_mb * (1 << 20)),
-                          max_text_bytes=int(args.max_text_mb * (1 << 20)))
+                          max_text_bytes=int(args.max_text_mb * (1 << 20)),
+                          qa=bool(args.qa or args.qa_rules or args.qa_db or args.http_port is not None),
+                          qa_rules=args.qa_rules, qa_db=args.qa_db, qa_min_count=args.qa_min_count)
+    try:
+        checker = make_checker(config)
+    except (OSError, ValueError) as exc:
+        log.error("Header QA: %s", exc)
+        return 2
     if args.stream:
-        return run_stream_mode(config, args.config)
+        return run_stream_mode(config, args.config, Observers(checker=checker))
     threading.current_thread().name = "server"
-    server = Server(config)
+    board = None
+    if args.http_port is not None:
+        from web import Board  # aiohttp and prometheus_client only when the dashboard is on
+        board = Board(show_patient=args.http_show_patient)
+    server = Server(config, Observers(events=board.emit if board is not None else None, checker=checker))
+    dashboard = None
+    if board is not None:
+        try:
+            dashboard = start_dashboard(args, config, board, server)
+        except (OSError, ValueError) as exc:
+            log.error("Cannot serve the dashboard on %s:%s: %s", args.http_host or args.host, args.http_port, exc)
+            return 1
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
@@ -143,9 +179,41 @@ def main(argv: list[str] | None = None) -> int:
         log.error("Cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 1
     log.info("Server pid %d ready", os.getpid())
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
     log.info("Server stopped")
     return 0
+
+
+def make_checker(config: ServerConfig) -> Any:
+    """The header QA (``qa.QAChecker``) the flags ask for, or None; ValueError/OSError for bad rules."""
+    if not config.qa:
+        return None
+    import qa
+    db = config.qa_db or Path(config.savedata_folder) / "qa.sqlite"
+    checker = qa.QAChecker(config.qa_rules, db, min_count=config.qa_min_count)
+    log.info("Header QA: rules %s, history %s (a reference after %d sessions)", config.qa_rules or "none", db,
+             config.qa_min_count)
+    return checker
+
+
+def start_dashboard(args: argparse.Namespace, config: ServerConfig, board: Any, server: Server) -> Any:
+    """The dashboard's HTTP port, on its own thread (web.WebServer), with --allow and the token."""
+    from web import WebServer
+
+    token = args.http_token
+    if args.http_token_file is not None:
+        token = args.http_token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"the token file {args.http_token_file} is empty")
+    web_server = WebServer(board, args.http_host or config.host, args.http_port, token=token, allow=config.allow,
+                           health=server.health, qa_accept=server.qa_accept)
+    host, port = web_server.start()
+    log.info("Dashboard on http://%s:%d/ (%s)", host, port, "token required" if token else "no token")
+    return web_server
 
 
 if __name__ == "__main__":

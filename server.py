@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import io
 import ipaddress
 import json
 import logging
@@ -29,9 +30,11 @@ import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
+import ismrmrd
 import ismrmrd.xsd
+import numpy as np
 
 import constants
 from connection import Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded
@@ -73,6 +76,10 @@ class ServerConfig:
     max_sessions: int = 0  # 0: no limit
     module_timeout_s: float = 0.0  # 0: no limit
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()  # empty: every address
+    qa: bool = False  # header QA of every session (qa/): on with --qa, --qa-rules, --qa-db or --http-port
+    qa_rules: Path | None = None
+    qa_db: Path | None = None  # None: <savedata_folder>/qa.sqlite
+    qa_min_count: int = 3
 
     @property
     def reader_limits(self) -> dict:
@@ -321,6 +328,84 @@ def drain(connection: Connection) -> None:
             break
 
 
+@dataclasses.dataclass(frozen=True)
+class Observers:
+    """Who watches sessions: ``events`` receives the dashboard's event dicts (docs: web/README.md),
+    ``checker`` is the header QA (a ``qa.QAChecker``); either may be None."""
+
+    events: Callable[[dict], None] | None = None
+    checker: Any = None
+
+
+NO_OBSERVERS = Observers()
+PROGRESS_INTERVAL_S = 0.5
+THUMBNAIL_PIXELS = 160
+
+
+def thumbnail_png(image: ismrmrd.Image, size: int = THUMBNAIL_PIXELS) -> bytes:
+    """A small greyscale (RGB for RGB images) PNG of an image's first slice, windowed 1st to 99th percentile."""
+    from PIL import Image as PILImage  # the dashboard's only use of Pillow here: imported when it is on
+
+    data = np.abs(np.asarray(image.data))  # [cha, z, y, x]
+    rgb = image.image_type == ismrmrd.IMTYPE_RGB and data.shape[0] == 3
+    plane = np.moveaxis(data[:, 0], 0, -1) if rgb else data[0, 0]
+    lo, hi = np.percentile(plane, (1, 99)) if plane.size else (0.0, 1.0)
+    scaled = np.clip((plane - lo) * (255.0 / max(float(hi - lo), 1e-12)), 0, 255).astype(np.uint8)
+    picture = PILImage.fromarray(scaled)
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ProgressReporter(threading.Thread):
+    """While a session runs: its counters every ``PROGRESS_INTERVAL_S`` and a thumbnail of each new last
+    image, as events.  It only reads the connection's counters, so the session's own path is untouched."""
+
+    def __init__(self, session: "Session") -> None:
+        super().__init__(name=f"{threading.current_thread().name}-progress", daemon=True)
+        self.session = session
+        self.started = time.monotonic()
+        self._stopped = threading.Event()
+        self._thumbnailed: ismrmrd.Image | None = None
+
+    def run(self) -> None:
+        while not self._stopped.wait(PROGRESS_INTERVAL_S):
+            self.report()
+
+    def counters(self) -> dict:
+        conn = self.session.connection
+        return {"acquisitions": conn.recvAcqs, "images_in": conn.recvImages, "images_out": conn.sentImages,
+                "bytes_in": conn.reader.bytes_read, "bytes_out": conn.writer.bytes_written,
+                "elapsed": time.monotonic() - self.started}
+
+    def report(self) -> None:
+        session, conn = self.session, self.session.connection
+        session.emit("session_progress", state="reconstructing" if conn.is_exhausted else "receiving",
+                     **self.counters())
+        image = conn.last_image
+        if image is not None and image is not self._thumbnailed:
+            self._thumbnailed = image
+            try:
+                session.emit("session_thumbnail", png=thumbnail_png(image))
+            except (ValueError, TypeError, OSError) as exc:
+                log.debug("No thumbnail of the last image: %s", exc)
+
+    def stop(self) -> dict:
+        """Stop, report once more, and return the final counters."""
+        self._stopped.set()
+        self.join()
+        self.report()
+        return self.counters()
+
+
+def patient_of(metadata: Any) -> dict:
+    """Patient name, ID and birth date from the header (for the dashboard, which drops them unless asked)."""
+    subject = getattr(metadata, "subjectInformation", None)
+    return {"name": getattr(subject, "patientName", None), "id": getattr(subject, "patientID", None),
+            "birth_date": str(getattr(subject, "patientBirthdate", None) or "") or None}
+
+
 @dataclasses.dataclass(eq=False)
 class Session:
     """One MRD session over a :class:`Connection`: setup, module dispatch, error report, one CLOSE.
@@ -335,14 +420,36 @@ class Session:
     peer: Any
     fixed_module: str | None = None
     stream: bool = False
+    observers: Observers = NO_OBSERVERS
     failed: bool = dataclasses.field(default=False, init=False)
     _stream_broken: bool = dataclasses.field(default=False, init=False)
     _timed_out: bool = dataclasses.field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.sid = threading.current_thread().name  # the session id (see new_session_id)
+        self.module_name: str | None = None
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """One dashboard event about this session (nothing when no one watches)."""
+        if self.observers.events is not None:
+            self.observers.events({"type": kind, "id": self.sid, "time": time.time(), **fields})
+
+    def _text_sent(self, text: str) -> None:
+        level = text.split(" ", 1)[0] if text[:1].isupper() else "INFO"
+        self.emit("session_text", level=level if level in ("ERROR", "WARNING", "INFO", "DEBUG") else "INFO",
+                  text=text)
 
     def run(self) -> bool:
         """Run the session to its end; True when no error was reported."""
         start = time.perf_counter()
         log.info("Session from %s started", self.peer)
+        reporter = None
+        if self.observers.events is not None:
+            self.emit("session_started", peer=":".join(map(str, self.peer)) if isinstance(self.peer, tuple)
+                      else str(self.peer))
+            self.connection.on_text = self._text_sent
+            reporter = ProgressReporter(self)
+            reporter.start()
         try:
             setup = read_setup(self.connection, header_first=self.stream)
             if setup is not None:
@@ -351,6 +458,9 @@ class Session:
             self._report_error("server", exc)
         finally:
             self._finish()
+        if reporter is not None:
+            self.emit("session_ended", state="error" if self.failed else "done", module=self.module_name,
+                      **reporter.stop())
         conn = self.connection
         log.info("Session from %s ended after %.2f s (received %d acquisitions, %d images, %d waveforms; "
                  "sent %d images)", self.peer, time.perf_counter() - start, conn.recvAcqs, conn.recvImages,
@@ -368,10 +478,11 @@ class Session:
         return default
 
     def _dispatch(self, setup: SessionSetup) -> None:
-        name = self._resolve(setup)
+        name = self.module_name = self._resolve(setup)
         conn = self.connection
         if self.stream:
             conn.send_metadata(header_for_stream(setup.xml))
+        self._observe_header(setup, name)
         if conn.savedata or (name == "savedataonly"):
             conn.savedata = True
             conn.recorder = SessionRecorder.start(conn.savedataFolder, setup.config_name, setup.config_from_file,
@@ -402,6 +513,40 @@ class Session:
             conn.hold_close = False
             if watchdog is not None:
                 watchdog.cancel()
+
+    def _observe_header(self, setup: SessionSetup, module: str) -> None:
+        """At the header, before any data: the dashboard's header event, and the header QA, whose
+        result goes to the client as a text and into every image the session sends."""
+        if self.observers.events is None and self.observers.checker is None:
+            return
+        import qa  # only when someone watches: the QA parameter model also names the station
+
+        metadata = setup.metadata
+        station = qa.station_of(metadata, self._peer_text())
+        self.emit("session_header", station=station, module=module, config=_shown(setup.config_name),
+                  protocol=getattr(getattr(metadata, "measurementInformation", None), "protocolName", None),
+                  summary=header_summary(metadata), patient=patient_of(metadata))
+        if self.observers.checker is not None and not isinstance(metadata, str):
+            self._check_protocol(qa, metadata, station)
+
+    def _peer_text(self) -> str:
+        return self.peer[0] if isinstance(self.peer, tuple) else str(self.peer)
+
+    def _check_protocol(self, qa: ModuleType, metadata: Any, station: str) -> None:
+        """Header QA (qa/): the text to the client, the log line, the images' attributes, the event.
+        A failure of the QA itself (its database, its rules) costs only a warning."""
+        try:
+            params = dataclasses.replace(qa.params_from_mrd(metadata), station=station)
+            result = self.observers.checker.check(params)
+            self.observers.checker.record(self.sid, params, result)
+        except Exception as exc:  # QA must never cost the session: rules and database are the site's
+            log.warning("Header QA skipped: %s: %s", type(exc).__name__, exc)
+            return
+        text = result.text()
+        log.log(logging.WARNING if result.status == "FAIL" else logging.INFO, "%s", text)
+        self.connection.send_text(text)
+        self.connection.image_meta = result.meta()
+        self.emit("session_qa", qa=result.to_dict() | {"text": text})
 
     def _module_overran(self, name: str) -> None:
         """Watchdog: the module ran past ``module_timeout_s``: report it, CLOSE, and cut its input."""
@@ -481,7 +626,7 @@ def _shown(name: str) -> str:
 
 
 def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry: ModuleRegistry,
-                 sessions: dict[str, Session] | None = None) -> None:
+                 sessions: dict[str, Session] | None = None, observers: Observers = NO_OBSERVERS) -> None:
     """Run one session on a connected socket, then let the client finish reading and close.
 
     ``sessions`` (threads mode) holds the running session under its thread's name (the session id)
@@ -491,7 +636,7 @@ def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry:
     sock.settimeout(config.idle_timeout_s or None)
     connection = Connection.from_socket(sock, limits=config.reader_limits, savedataFolder=config.savedata_folder,
                                         savedata=config.savedata)
-    session = Session(connection, config, registry, peer)
+    session = Session(connection, config, registry, peer, observers=observers)
     sid = threading.current_thread().name
     if sessions is not None:
         sessions[sid] = session
@@ -513,13 +658,14 @@ def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry:
         sock.close()
 
 
-def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout: BinaryIO) -> int:
+def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout: BinaryIO,
+               observers: Observers = NO_OBSERVERS) -> int:
     """One session from an MRD stream on ``stdin`` to ``stdout``; returns the exit status (1 on error)."""
     registry = ModuleRegistry(config.module_dirs, config.share_code_dir)
     connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
                                          savedataFolder=config.savedata_folder, savedata=config.savedata)
     threading.current_thread().name = new_session_id()
-    ok = Session(connection, config, registry, "stdin", fixed_module=module, stream=True).run()
+    ok = Session(connection, config, registry, "stdin", fixed_module=module, stream=True, observers=observers).run()
     stdout.flush()
     return 0 if ok else 1
 
@@ -547,8 +693,12 @@ def _shutdown_quietly(sock: socket.socket) -> None:
 class Server:
     """Listens on host:port and runs each session in a thread (or a forked process with ``multiprocessing``)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, observers: Observers = NO_OBSERVERS) -> None:
         self.config = config
+        self.observers = observers
+        # -m: session processes send their dashboard events through one queue to this process.
+        self._event_queue = (multiprocessing.get_context("fork").Queue()
+                             if config.multiprocessing and observers.events is not None else None)
         self.registry = ModuleRegistry(config.module_dirs, config.share_code_dir)
         self._stop = threading.Event()
         self._workers: list[threading.Thread | multiprocessing.process.BaseProcess] = []
@@ -590,6 +740,8 @@ class Server:
         if self.listener is None:
             self.bind()
         self.recover_saved()
+        if self._event_queue is not None:
+            threading.Thread(target=self._forward_events, name="events", daemon=True).start()
         try:
             while not self._stop.is_set():
                 try:
@@ -616,6 +768,8 @@ class Server:
         finally:
             self.listener.close()
             self._wait_for_sessions()
+            if self._event_queue is not None:
+                self._event_queue.put(None)
 
     def _refuse_busy(self, sock: socket.socket, peer: Any) -> None:
         """Tell a client beyond ``max_sessions`` why it is not served, and close."""
@@ -632,6 +786,32 @@ class Server:
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stop.is_set()
+
+    def health(self) -> tuple[bool, dict]:
+        """For ``/healthz``: whether new sessions are accepted (not stopping, not at ``--max-sessions``),
+        and the number running."""
+        running = sum(1 for worker in list(self._workers) if worker.is_alive())
+        full = bool(self.config.max_sessions) and running >= self.config.max_sessions
+        return not (self.stopping or full), {"sessions": running}
+
+    def qa_accept(self, session_id: str) -> dict | None:
+        """``POST /api/qa/<id>/accept``: that session's parameters become its protocol's reference."""
+        if self.observers.checker is None:
+            return None
+        result = self.observers.checker.accept(session_id)
+        if result is None:
+            return None
+        log.info("QA: session %s accepted as the reference of %s on %s", session_id, result.protocol,
+                 result.station)
+        update = result.to_dict() | {"text": result.text()}
+        if self.observers.events is not None:
+            self.observers.events({"type": "session_qa", "id": session_id, "time": time.time(), "qa": update})
+        return update
+
+    def _forward_events(self) -> None:
+        """-m: events of the session processes, from their queue to the dashboard."""
+        while (event := self._event_queue.get()) is not None:
+            self.observers.events(event)
 
     def force_stop(self) -> None:
         """A second SIGTERM/Ctrl-C: an error text and CLOSE to every running session, session processes
@@ -662,7 +842,7 @@ class Server:
 
     def _run_thread(self, sock: socket.socket, peer: Any) -> None:
         try:
-            serve_socket(sock, peer, self.config, self.registry, self._sessions)
+            serve_socket(sock, peer, self.config, self.registry, self._sessions, self.observers)
         finally:
             with self._lock:
                 self._sockets.discard(sock)
@@ -673,7 +853,13 @@ class Server:
         threading.current_thread().name = multiprocessing.current_process().name  # the session id
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: _shutdown_quietly(sock))
-        serve_socket(sock, peer, self.config, self.registry)
+        observers = self.observers
+        if self._event_queue is not None:
+            observers = dataclasses.replace(observers, events=self._event_queue.put)
+        serve_socket(sock, peer, self.config, self.registry, observers=observers)
+        if self._event_queue is not None:
+            self._event_queue.close()
+            self._event_queue.join_thread()  # the last events reach the parent before the process ends
 
     def _reap(self) -> None:
         self._supervise_children()
