@@ -803,10 +803,7 @@ class Server:
             return None
         log.info("QA: session %s accepted as the reference of %s on %s", session_id, result.protocol,
                  result.station)
-        update = result.to_dict() | {"text": result.text()}
-        if self.observers.events is not None:
-            self.observers.events({"type": "session_qa", "id": session_id, "time": time.time(), "qa": update})
-        return update
+        return result.to_dict()  # the web server puts it on the board
 
     def _forward_events(self) -> None:
         """-m: events of the session processes, from their queue to the dashboard."""

@@ -118,7 +118,7 @@ def test_accepting_a_session_makes_the_next_identical_one_pass(phantom, tmp_path
         request = urllib.request.Request(f"http://127.0.0.1:{http}/api/qa/{sid}/accept", method="POST", data=b"",
                                          headers={"Authorization": "Bearer s3cret"})
         with urllib.request.urlopen(request, timeout=10) as answer:
-            assert answer.status == 200 and json.load(answer)["status"] == "PASS"
+            assert answer.status == 200 and json.load(answer)["qa"]["status"] == "PASS"
         (again,) = qa_texts(session(srv.port, phantom))
         assert again.startswith("QA PASS") and "accepted" in again
     finally:
