@@ -11,6 +11,8 @@ upstream-style ``except ValueError`` still catches it).
 import base64
 import logging
 import re
+import tomllib
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from connection import MrdError
@@ -34,6 +36,17 @@ class ConfigError(MrdError, ValueError):
 def describe(value: Any) -> str:
     """Type and value of a configuration value for error texts: ``list [3]``, ``str 'abc'``, ``null``."""
     return 'null' if value is None else f'{type(value).__name__} {value!r}'
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a :class:`ConfigError` naming the file when it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
 
 
 def update_img_header_from_raw(imgHead: Any, rawHead: Any) -> Any:

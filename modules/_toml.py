@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import tomllib
 import types
 import typing
 from pathlib import Path
@@ -77,13 +76,7 @@ def _config_path(config: Any, file_name: str) -> Optional[Path]:
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The file's keys, tables merged into the top level, and the table each merged key came from."""
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    raw = mrdhelper.read_toml(path)
     values, tables = {}, {}
     for key, value in raw.items():
         if key not in SECTIONS:

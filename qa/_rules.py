@@ -14,12 +14,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from mrdhelper import ConfigError, describe
+from mrdhelper import ConfigError, describe, read_toml
 
 from ._compare import BY_FIELD, PARAMETERS, Expectation, Parameter, normalise
 
@@ -44,13 +43,7 @@ class RuleEntry:
 
 def load_rules(path: Path) -> tuple[RuleEntry, ...]:
     """The entries of a rules file, in file order; ConfigError for anything that is not valid."""
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from exc
+    raw = read_toml(path)
     for key in raw:
         if key != "protocol":
             raise ConfigError(f"{path}: unknown key '{key}'{_closest(key, ['protocol'])}; "
