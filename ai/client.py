@@ -281,11 +281,22 @@ class _session:
 
 # ------------------------------------------------------------------------------------------- task
 
+@dataclass(frozen=True)
+class TaskResult:
+    """A finished task: its uid, the files of its output archive (base name → bytes), the time taken
+    from submission to output and the number of polls."""
+
+    uid: str
+    files: dict[str, bytes]
+    seconds: float
+    polls: int
+
+
 def run_task(settings: InferenceSettings, inputs: dict[str, bytes], *, session: requests.Session | None = None,
              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic
-             ) -> dict[str, bytes]:
+             ) -> TaskResult:
     """Run one task: pack ``inputs``, submit, poll until the output is there or ``settings.timeout_s``
-    has passed, and return the output archive's files (base name → bytes). InferenceError on failure."""
+    has passed, and return the task's uid and its output archive's files. InferenceError on failure."""
     start = clock()
     deadline = start + settings.timeout_s
     timed_out = InferenceError(f"no result after {settings.timeout_s:g} s (inference_timeout_s) from "
@@ -318,6 +329,7 @@ def run_task(settings: InferenceSettings, inputs: dict[str, bytes], *, session: 
                 raise timed_out from None  # a request cut short by the deadline
             raise
     files = unpack_output(data)
+    seconds = clock() - start
     log.info("inference task %s finished in %.1f s (%d polls): %d bytes, files %s",
-             uid, clock() - start, polls, len(data), ", ".join(sorted(files)) or "none")
-    return files
+             uid, seconds, polls, len(data), ", ".join(sorted(files)) or "none")
+    return TaskResult(uid=uid, files=files, seconds=seconds, polls=polls)

@@ -95,7 +95,7 @@ def settings(srv_or_url, model: str = "threshold", **kw) -> InferenceSettings:
 def test_round_trip(stub, api, caplog):
     data, affine = volume()
     with caplog.at_level("INFO", logger="ai.client"):
-        files = run_task(settings(stub, api=api), inputs_of(data, affine))
+        files = run_task(settings(stub, api=api), inputs_of(data, affine)).files
     assert sorted(files) == ["tmp.json", "tmp.nii.gz"]
     img = read_nifti(files["tmp.nii.gz"])
     expected, names = threshold_model(data)
@@ -119,7 +119,7 @@ def test_round_trip(stub, api, caplog):
 def test_output_archive_formats(stub, api, magic):
     """v2 serves a gzipped tar (output.tar.gz), v1 a zip; a session of the caller is used as given."""
     with requests.Session() as session:
-        files = run_task(settings(stub, api=api), inputs_of(*volume()), session=session)
+        files = run_task(settings(stub, api=api), inputs_of(*volume()), session=session).files
         uid = [u for u, t in stub_tasks(stub).items() if t["api"] == api][-1]
         raw = poll_output(settings(stub, api=api), uid, session=session)
     assert raw[:len(magic)] == magic
@@ -128,7 +128,7 @@ def test_output_archive_formats(stub, api, magic):
 
 def test_polling_with_delay_backs_off(slow_stub):
     start = time.monotonic()
-    files = run_task(settings(slow_stub, poll_s=0.2), inputs_of(*volume()))
+    files = run_task(settings(slow_stub, poll_s=0.2), inputs_of(*volume())).files
     assert time.monotonic() - start >= 1.0
     assert "tmp.nii.gz" in files
     (task,) = stub_tasks(slow_stub).values()
@@ -206,7 +206,7 @@ def test_token(token_stub):
     for token in (None, "wrong"):
         with pytest.raises(InferenceError, match=r"HTTP 401 .*check the inference token: Authentication error"):
             run_task(settings(token_stub, token=token), inputs)
-    files = run_task(settings(token_stub, token=TOKEN), inputs)
+    files = run_task(settings(token_stub, token=TOKEN), inputs).files
     assert "tmp.nii.gz" in files
     assert [t["token"] for t in stub_tasks(token_stub).values()] == [TOKEN]  # the 401s made no task
 
@@ -214,10 +214,10 @@ def test_token(token_stub):
 def test_stub_failure_models_for_the_module(stub):
     """empty, badshape and float are valid archives: the client returns them, judging them is the module's job."""
     data, affine = volume()
-    assert sorted(run_task(settings(stub, "empty"), inputs_of(data, affine))) == ["tmp.json"]
-    bad = read_nifti(run_task(settings(stub, "badshape"), inputs_of(data, affine))["tmp.nii.gz"])
+    assert sorted(run_task(settings(stub, "empty"), inputs_of(data, affine)).files) == ["tmp.json"]
+    bad = read_nifti(run_task(settings(stub, "badshape"), inputs_of(data, affine)).files["tmp.nii.gz"])
     assert bad.shape == (13, 11, 9) and np.allclose(bad.affine, affine, atol=1e-6)
-    flt = np.asanyarray(read_nifti(run_task(settings(stub, "float"), inputs_of(data, affine))["tmp.nii.gz"]).dataobj)
+    flt = np.asanyarray(read_nifti(run_task(settings(stub, "float"), inputs_of(data, affine)).files["tmp.nii.gz"]).dataobj)
     assert flt.dtype == np.float32 and 0.5 in flt
 
 
