@@ -387,6 +387,8 @@ def test_image_files_are_enough_to_serve(phantom, tmp_path):
     assert code == tmp_path / "rootfs" / "opt" / "code" / "python-ismrmrd-server"
     assert (code / "main.py").exists() and (code / "invertcontrast.json").exists()
     assert all((code / d).is_dir() for d in ("configs", "seq_meta", "GIRF", "modules", "tools"))
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests"}
+    assert packages and all((code / name / "__init__.py").exists() for name in packages), packages
     assert not (code / "tests").exists() and not list(code.rglob("__pycache__"))
     for script in SCRIPTS:
         assert os.access(code / "docker" / script, os.X_OK)
