@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import ismrmrd
+import ismrmrd.xsd
 
 import constants
 import mrdfile
-from connection import READ_BUFFER_BYTES, MessageID, MessageReader, MessageWriter, MrdError
+from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, READ_BUFFER_BYTES, MessageID, MessageReader,
+                        MessageWriter, MrdError, socket_sender)
 
 log = logging.getLogger("client")
 
@@ -127,6 +130,18 @@ def json_config_text(config: str, file_json: str | None, strip_module_keys: bool
     return json.dumps(parsed), source
 
 
+def header_with_config(xml: str, config: str) -> str:
+    """The XML header with the user parameter string ``config`` set to the module name: an MRD v2
+    stream has no configuration message, so the server reads the module from there."""
+    header = ismrmrd.xsd.CreateFromDocument(xml)
+    if header.userParameters is None:
+        header.userParameters = ismrmrd.xsd.userParametersType()
+    strings = [p for p in header.userParameters.userParameterString if p.name != "config"]
+    header.userParameters.userParameterString = strings + [ismrmrd.xsd.userParameterStringType(name="config",
+                                                                                                 value=config)]
+    return ismrmrd.xsd.ToXML(header)
+
+
 def connect(host: str, port: int) -> socket.socket:
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
@@ -187,6 +202,8 @@ class Receiver(threading.Thread):
             self.finished.set()
 
     def _take(self, msg_id: int, item: Any) -> None:
+        if msg_id in (MessageID.CONFIG_FILE, MessageID.HEADER):  # an MRD v2 reply's preamble
+            return
         if msg_id == MessageID.TEXT:
             self.counts["texts"] += 1
             if item.startswith(("ERROR", "CRITICAL", "ERR")):
@@ -282,6 +299,7 @@ class Session:
     fix_transposed: bool
     show_progress: bool
     json_source: str = "none"
+    v2: bool = False
     writer: MessageWriter | None = None
     receiver: Receiver | None = None
     sent: int = 0
@@ -292,10 +310,14 @@ class Session:
 
     def run(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
         """Send everything while the receiver thread stores the replies; wait for the server's CLOSE."""
-        self.writer = MessageWriter.for_socket(sock, text_nul=True)
         stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-        self.receiver = Receiver(MessageReader(stream), self.h5_out, self.out_group, self.fix_transposed,
-                                 self.json_source)
+        if self.v2:
+            from mrdv2.stream import V2Reader, V2Writer  # mrd-python only for --format v2
+            reader = V2Reader(stream, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
+            self.writer = V2Writer(socket_sender(sock))
+        else:
+            reader, self.writer = MessageReader(stream), MessageWriter.for_socket(sock, text_nul=True)
+        self.receiver = Receiver(reader, self.h5_out, self.out_group, self.fix_transposed, self.json_source)
         self.receiver.start()
         try:
             with _logging_beside_progress(self.show_progress):
@@ -316,13 +338,19 @@ class Session:
     def _send(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
         writer, receiver = self.writer, self.receiver
         try:
-            if config_text is not None:
-                writer.send_config_text(config_text)
+            if self.v2:
+                if config_text is not None or json_text is not None:
+                    log.warning("MRD v2 has no configuration or text messages: the %s is not sent",
+                                "-C file" if config_text is not None else "JSON configuration")
+                writer.send_header(header_with_config(self.data.xml, config))
             else:
-                writer.send_config_file(config)
-            writer.send_header(self.data.xml)
-            if json_text is not None:
-                writer.send_text(json_text)
+                if config_text is not None:
+                    writer.send_config_text(config_text)
+                else:
+                    writer.send_config_file(config)
+                writer.send_header(self.data.xml)
+                if json_text is not None:
+                    writer.send_text(json_text)
             start = time.perf_counter()
             with _progress(self.show_progress, total=self.data.count, desc="Sending", unit=" msg") as bar:
                 for _ in mrdfile.send_messages(writer, self.data.acquisitions, self.data.waveforms, self.data.images):
@@ -369,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-l", "--logfile", help="also log to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no logging on stdout and no progress bars")
+    parser.add_argument("--format", choices=("v1", "v2"), default="v1",
+                        help="stream format: MRD v1 messages, or MRD v2 (yardl binary; the module name goes in the "
+                             "header's user parameter string 'config', and no JSON configuration is sent)")
     parser.add_argument("--ignore-json-config", action="store_true",
                         help="remove parameters.config and parameters.customconfig from the JSON text")
     return parser
@@ -464,7 +495,8 @@ def run(args: argparse.Namespace) -> int:
                 log.error("%s", exc)
                 return EXIT_FAILED
             session = Session(data, h5_out, out_group, args.fix_transposed,
-                              show_progress=not args.quiet and sys.stderr.isatty(), json_source=json_source)
+                              show_progress=not args.quiet and sys.stderr.isatty(), json_source=json_source,
+                              v2=args.format == "v2")
             session.run(sock, config, config_text, json_text)
             receiver = session.receiver
             if receiver.store_failure is None:

@@ -215,7 +215,7 @@ class MessageReader:
         return array
 
 
-def _socket_sender(sock: socket.socket) -> Callable[[list], None]:
+def socket_sender(sock: socket.socket) -> Callable[[list], None]:
     """Gathering write of all parts with ``sendmsg``, resumed after partial sends."""
     def send(parts: list) -> None:
         views = [memoryview(p).cast("B") for p in parts if len(p)]
@@ -229,13 +229,26 @@ def _socket_sender(sock: socket.socket) -> Callable[[list], None]:
     return send
 
 
-def _stream_sender(stream: BinaryIO) -> Callable[[list], None]:
+def stream_sender(stream: BinaryIO) -> Callable[[list], None]:
     """Write all parts to a binary stream, then flush it."""
     def send(parts: list) -> None:
         for part in parts:
             stream.write(part)
         stream.flush()
     return send
+
+
+def socket_reader(sock: socket.socket) -> BinaryIO:
+    """The buffered reading file of a socket, as the readers of both MRD versions use it."""
+    return sock.makefile("rb", buffering=READ_BUFFER_BYTES)
+
+
+def first_byte(stream: BinaryIO) -> bytes:
+    """The stream's first byte without consuming it (``peek``); empty at its end or on a timeout."""
+    try:
+        return stream.peek(1)[:1]
+    except (TimeoutError, OSError):
+        return b""
 
 
 class MessageWriter:
@@ -255,11 +268,11 @@ class MessageWriter:
 
     @classmethod
     def for_socket(cls, sock: socket.socket, text_nul: bool = True) -> "MessageWriter":
-        return cls(_socket_sender(sock), text_nul)
+        return cls(socket_sender(sock), text_nul)
 
     @classmethod
     def for_stream(cls, stream: BinaryIO, text_nul: bool = True) -> "MessageWriter":
-        return cls(_stream_sender(stream), text_nul)
+        return cls(stream_sender(stream), text_nul)
 
     def _send(self, *parts: bytes | memoryview) -> None:
         with self._lock:
@@ -357,11 +370,13 @@ class Connection:
         self.sentAcqs = self.sentImages = self.sentWaveforms = 0
 
     @classmethod
-    def from_socket(cls, sock: socket.socket, limits: dict | None = None, **kwargs: Any) -> "Connection":
+    def from_socket(cls, sock: socket.socket, limits: dict | None = None, stream: BinaryIO | None = None,
+                    **kwargs: Any) -> "Connection":
         """A connection over a connected TCP socket (texts sent with a NUL); ``limits`` are
-        MessageReader keyword arguments (``max_message_bytes``, ``max_text_bytes``)."""
+        MessageReader keyword arguments (``max_message_bytes``, ``max_text_bytes``); ``stream``: the
+        socket's reading file when the caller has opened it (``socket_reader``)."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = MessageReader(sock.makefile("rb", buffering=READ_BUFFER_BYTES), **(limits or {}))
+        reader = MessageReader(stream or socket_reader(sock), **(limits or {}))
         return cls(reader, MessageWriter.for_socket(sock, text_nul=True), sock=sock, **kwargs)
 
     @classmethod

@@ -37,7 +37,8 @@ import ismrmrd.xsd
 import numpy as np
 
 import constants
-from connection import Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded
+from connection import (Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded, socket_sender,
+                        stream_sender, first_byte, socket_reader)
 from mrdsave import SessionRecorder, recover_crashed
 
 log = logging.getLogger(__name__)
@@ -634,8 +635,12 @@ def serve_socket(sock: socket.socket, peer: Any, config: ServerConfig, registry:
     """
     log.info("Accepted connection from %s", peer)
     sock.settimeout(config.idle_timeout_s or None)
-    connection = Connection.from_socket(sock, limits=config.reader_limits, savedataFolder=config.savedata_folder,
-                                        savedata=config.savedata)
+    stream = socket_reader(sock)
+    if v2_connection_wanted(stream):
+        connection = v2_connection(stream, socket_sender(sock), config, sock=sock)
+    else:
+        connection = Connection.from_socket(sock, limits=config.reader_limits, stream=stream,
+                                            savedataFolder=config.savedata_folder, savedata=config.savedata)
     session = Session(connection, config, registry, peer, observers=observers)
     sid = threading.current_thread().name
     if sessions is not None:
@@ -662,12 +667,37 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
                observers: Observers = NO_OBSERVERS) -> int:
     """One session from an MRD stream on ``stdin`` to ``stdout``; returns the exit status (1 on error)."""
     registry = ModuleRegistry(config.module_dirs, config.share_code_dir)
-    connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
-                                         savedataFolder=config.savedata_folder, savedata=config.savedata)
     threading.current_thread().name = new_session_id()
+    if v2_connection_wanted(stdin):
+        connection = v2_connection(stdin, stream_sender(stdout), config)
+    else:
+        connection = Connection.from_streams(stdin, stdout, limits=config.reader_limits,
+                                             savedataFolder=config.savedata_folder, savedata=config.savedata)
     ok = Session(connection, config, registry, "stdin", fixed_module=module, stream=True, observers=observers).run()
     stdout.flush()
     return 0 if ok else 1
+
+
+def v2_connection_wanted(stream: BinaryIO) -> bool:
+    """Whether the stream starts as MRD v2 (``yardl``): its first byte tells (docs/protocol.md §11)."""
+    first = first_byte(stream)
+    if not first or not first.startswith(b"y"):
+        return False
+    import mrdv2.stream  # mrd-python only for v2 sessions
+    return mrdv2.stream.is_v2_start(first)
+
+
+def v2_connection(stream: BinaryIO, send_parts: Callable[[list], None], config: ServerConfig,
+                  sock: socket.socket | None = None) -> Connection:
+    """A session's connection over an MRD v2 stream: the module sees v1 objects, the client gets v2;
+    texts, which v2 cannot carry, go to the log."""
+    from mrdv2.stream import V2Reader, V2Writer
+    reader = V2Reader(stream, **config.reader_limits)
+    connection = Connection(reader, V2Writer(send_parts, reader), sock=sock, savedataFolder=config.savedata_folder,
+                            savedata=config.savedata)
+    connection.texts_to_log = True
+    log.info("MRD v2 stream (yardl binary)")
+    return connection
 
 
 def _send_error_and_close(sock: socket.socket, text: str) -> None:

@@ -554,6 +554,7 @@ def image_to_v1(img: mrd.Image) -> ismrmrd.Image:
     if code is None:
         raise ValueError(f"image pixels of {data.dtype} have no MRD v1 data type")
     channels, nz, ny, nx = data.shape
+    attributes = meta_to_v1(img.meta).serialize() if img.meta else ""
     phys = _fixed(h.physiology_time_stamp, 3, _Z8, "physiology_time_stamp")
     user_int = _fixed(h.user_int, 8, _Z8, "user_int")
     user_float = _fixed(h.user_float, 8, _F8, "user_float")
@@ -565,12 +566,12 @@ def image_to_v1(img: mrd.Image) -> ismrmrd.Image:
             *_vec3(h.slice_dir, "slice_dir"), *_vec3(h.patient_table_position, "patient_table_position"),
             _z(h.average), _z(h.slice), _z(h.contrast), _z(h.phase), _z(h.repetition), _z(h.set),
             _z(h.acquisition_time_stamp), *phys, h.image_type.value, _z(h.image_index),
-            _z(h.image_series_index), *user_int, *user_float, 0)
+            _z(h.image_series_index), *user_int, *user_float, len(attributes.encode("utf-8")))
     except (struct.error, OverflowError) as exc:
         raise _struct_failure("image", _img_fields(h, data.shape), exc) from None
     # ismrmrd.Image keeps MRD_INT pixels as numpy int (int64); the others in their own type.
     pixels = np.array(data, dtype=ismrmrd.image.get_dtype_from_data_type(code), order="C")
-    return ismrmrd.Image(head, meta=meta_to_v1(img.meta), data=pixels)
+    return ismrmrd.Image(head, attribute_string=attributes, data=pixels)  # the length as a v1 stream has it
 
 
 def image_to_v2(img: ismrmrd.Image) -> mrd.Image:

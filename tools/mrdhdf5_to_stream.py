@@ -27,7 +27,7 @@ import h5py  # noqa: E402
 
 import mrdfile  # noqa: E402
 from client import read_input  # noqa: E402
-from connection import MessageWriter  # noqa: E402
+from connection import MessageWriter, stream_sender  # noqa: E402
 
 log = logging.getLogger("mrdhdf5_to_stream")
 
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="output file (default: stdout)")
     parser.add_argument("--waveforms", action="store_true",
                         help="also send /<group>/waveforms, merged with the acquisitions by time stamp")
+    parser.add_argument("--format", choices=("v1", "v2"), default="v1",
+                        help="MRD v1 messages (default) or an MRD v2 (yardl binary) stream")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (stderr)")
     return parser
 
@@ -74,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error("Cannot write %s: %s", args.output, exc)
             return 2
-        writer = MessageWriter.for_stream(out, text_nul=False)
+        if args.format == "v2":
+            from mrdv2.stream import V2Writer  # mrd-python only for v2 streams
+            writer = V2Writer(stream_sender(out))
+        else:
+            writer = MessageWriter.for_stream(out, text_nul=False)
         sent = 0
         try:
             writer.send_header(data.xml)

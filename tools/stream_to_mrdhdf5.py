@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import h5py  # noqa: E402
 
 import mrdfile  # noqa: E402
-from connection import MessageID, MessageReader, ProtocolError  # noqa: E402
+from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, MessageID, MessageReader,  # noqa: E402
+                        ProtocolError, first_byte)
 
 log = logging.getLogger("stream_to_mrdhdf5")
 
@@ -94,6 +96,17 @@ def copy_stream(reader: MessageReader, group: h5py.Group, stored: Stored, flush_
         batch.write_to(group)
 
 
+def stream_reader(source: BinaryIO) -> Any:
+    """The reader of the stream's format, MRD v1 or v2 (``yardl``), told by its first byte."""
+    if not isinstance(source, io.BufferedReader):
+        source = io.BufferedReader(source)
+    first = first_byte(source)
+    if first[:1] == b"y":
+        from mrdv2.stream import V2Reader  # mrd-python only for v2 streams
+        return V2Reader(source, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
+    return MessageReader(source)
+
+
 def unwritable_reason(path: Path) -> str | None:
     """Why an HDF5 file cannot be created or appended to at ``path``, or None when it can."""
     folder = path.parent
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("Cannot store the stream in %s: /%s is not a group (%s)", args.outfile, args.group, exc)
                 return 2
             try:
-                copy_stream(MessageReader(source), group, stored)
+                copy_stream(stream_reader(source), group, stored)
             except ProtocolError as exc:
                 log.error("Protocol error: %s", exc)
                 status = 1

@@ -1,0 +1,334 @@
+"""MRD v2 (yardl binary) streams behind the server's reader/writer faces.
+
+:class:`V2Reader` has the face of :class:`connection.MessageReader` (``read``, ``peek_id``,
+``close``, ``bytes_read``): it yields a CONFIG_FILE message (the header's user parameter string
+``config``, else empty: the server's default module), the HEADER as ISMRMRD XML, then each stream
+item as the v1 object a module expects, and CLOSE at the end of the stream.  :class:`V2Writer`
+has the face of :class:`connection.MessageWriter`: images, acquisitions and waveforms are written
+as v2 items after the header (the session's own v2 header unless the module sent another);
+CLOSE ends the stream.  v2 has no config or text messages: the server logs texts instead
+(``Connection.texts_to_log``).  docs/protocol.md §11.
+
+The binary codec is mrd-python's (``mrd.BinaryMrdReader``/``BinaryMrdWriter``), with two
+adjustments for sockets: the preamble (magic, format version, schema) is read and checked here, so
+that bad input gets a clear error; and the reader's buffer is refilled until it holds what the
+codec asked for, instead of its one ``readinto`` per refill, which on a socket either waits for a
+whole 64 KiB buffer (a client that waits for results before closing would hang) or, given a short
+read, mistakes it for the end of the stream.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import threading
+from typing import Any, BinaryIO, Callable
+
+import ismrmrd
+import mrd
+from mrd import _binary
+
+from connection import MessageID, ProtocolError, StreamEnded
+from mrdv2 import convert
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"yardl"
+FIRST_BYTE = MAGIC[:1]  # no v1 message ID has 0x79 ("y") as its low byte
+FORMAT_VERSION = 1
+SCHEMA = mrd.BinaryMrdReader.schema
+MAX_SCHEMA_BYTES = 1 << 20
+CONFIG_PARAMETER = "config"  # header userParameters/userParameterString that names the module
+_INT32 = struct.Struct("<i")
+_MESSAGE_IDS = {ismrmrd.Acquisition: MessageID.ACQUISITION, ismrmrd.Image: MessageID.IMAGE,
+                ismrmrd.Waveform: MessageID.WAVEFORM}
+
+
+def is_v2_start(first: bytes) -> bool:
+    """Whether a stream whose first byte is ``first`` is MRD v2 (``yardl``) rather than v1."""
+    return first[:1] == FIRST_BYTE
+
+
+class _PatientInputStream(_binary.CodedInputStream):
+    """mrd's input buffer, refilled by as many reads as it takes to hold ``min_count`` bytes."""
+
+    def _fill_buffer(self, min_count: int = 0) -> None:
+        remaining = self._last_read_count - self._offset
+        if remaining > 0:
+            self._buffer[:remaining] = self._buffer[self._offset:self._last_read_count]
+        self._offset = 0
+        self._last_read_count = remaining
+        view = memoryview(self._buffer)
+        while True:
+            n = self._stream.readinto(view[self._last_read_count:])
+            self._last_read_count += n or 0
+            if not n or self._last_read_count >= max(min_count, 1):
+                break
+        if self._last_read_count == 0:
+            self._at_end = True
+        if min_count > 0 and self._last_read_count < min_count:
+            raise EOFError("Unexpected EOF")
+
+
+class _CountingStream(io.RawIOBase):
+    """Bytes already read (the preamble) first, then the source; each ``readinto`` returns what is
+    there (at least one byte until the end), and the bytes read are counted."""
+
+    def __init__(self, prefix: bytes, source: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._source = source
+        self._read1 = getattr(source, "readinto1", source.readinto)
+        self.count = len(prefix)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        try:
+            n = self._read1(buffer) or 0
+        except TimeoutError as exc:
+            raise ProtocolError("no data from the peer within the idle timeout; the session is ended") from exc
+        self.count += n
+        return n
+
+
+def _read_exactly(source: BinaryIO, n: int, what: str) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        try:
+            chunk = source.read(n - len(data))
+        except TimeoutError as exc:
+            raise ProtocolError("no data from the peer within the idle timeout; the session is ended") from exc
+        if not chunk:
+            raise StreamEnded(f"MRD v2 stream ended after {len(data)} of {n} bytes of its {what}")
+        data += chunk
+    return bytes(data)
+
+
+def read_preamble(source: BinaryIO) -> bytes:
+    """Read and check magic, format version and schema; returns those bytes. ProtocolError names
+    what is wrong."""
+    magic = _read_exactly(source, len(MAGIC), "magic")
+    if magic != MAGIC:
+        raise ProtocolError(f"not an MRD stream: it starts with {magic!r}, neither an MRD v1 message ID nor "
+                            f"the MRD v2 magic {MAGIC!r}")
+    raw_version = _read_exactly(source, _INT32.size, "format version")
+    version = _INT32.unpack(raw_version)[0]
+    if version != FORMAT_VERSION:
+        raise ProtocolError(f"MRD v2 binary format version {version} is not supported (only {FORMAT_VERSION})")
+    length, raw_length = 0, bytearray()
+    for shift in range(0, 35, 7):
+        byte = _read_exactly(source, 1, "schema length")[0]
+        raw_length.append(byte)
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+    else:
+        raise ProtocolError("MRD v2 schema length is not a valid varint")
+    if length > MAX_SCHEMA_BYTES:
+        raise ProtocolError(f"MRD v2 schema of {length} bytes exceeds the limit of {MAX_SCHEMA_BYTES} bytes")
+    schema = _read_exactly(source, length, "schema")
+    if schema.decode("utf-8", errors="replace") != SCHEMA:
+        raise ProtocolError("the stream's yardl schema is not MRD's (mrd-python 2.1): another protocol, or another "
+                            "MRD version")
+    return magic + raw_version + bytes(raw_length) + schema
+
+
+class V2Reader:
+    """An MRD v2 stream read as v1 messages (the face of ``connection.MessageReader``)."""
+
+    def __init__(self, source: BinaryIO, max_message_bytes: int, max_text_bytes: int) -> None:
+        self._source = source
+        self.max_message_bytes = max_message_bytes
+        self.max_text_bytes = max_text_bytes
+        self._counting: _CountingStream | None = None
+        self._mrd: mrd.BinaryMrdReader | None = None
+        self.header: mrd.Header | None = None
+        self._pending: list[tuple[int | None, Any]] = []
+        self._items = None
+        self._ended = False
+        self._skipped: dict[str, int] = {}
+
+    @property
+    def bytes_read(self) -> int:
+        return self._counting.count if self._counting is not None else 0
+
+    def close(self) -> None:
+        self._source.close()
+
+    def peek_id(self) -> int | None:
+        if not self._pending:
+            self._pending.append(self._next())
+        return self._pending[0][0]
+
+    def read(self) -> tuple[int | None, Any]:
+        return self._pending.pop(0) if self._pending else self._next()
+
+    def _next(self) -> tuple[int | None, Any]:
+        try:
+            if self._items is None:
+                return self._start()
+            while not self._ended:
+                item = next(self._items, None)
+                if item is None:
+                    self._ended = True
+                    self._report_skipped()
+                    return MessageID.CLOSE, None
+                converted = convert.item_to_v1(item)
+                if converted is None:
+                    name = type(item).__name__
+                    self._skipped[name] = self._skipped.get(name, 0) + 1
+                    continue
+                self._check_size(converted)
+                return _MESSAGE_IDS[type(converted)], converted
+            return None, None
+        except (EOFError, ProtocolError) as exc:
+            if isinstance(exc, ProtocolError):
+                raise
+            raise StreamEnded(f"MRD v2 stream ended inside an item after {self.bytes_read} bytes") from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError, RuntimeError,
+                struct.error, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"malformed MRD v2 stream after {self.bytes_read} bytes: "
+                                f"{type(exc).__name__}: {exc}") from None
+
+    def _start(self) -> tuple[int, Any]:
+        """Preamble and header: CONFIG_FILE (its ``config`` user parameter, or empty) now, HEADER next."""
+        self._counting = _CountingStream(read_preamble(self._source), self._source)
+        self._mrd = mrd.BinaryMrdReader(self._counting)
+        self._mrd._stream.__class__ = _PatientInputStream  # see the module docstring
+        self.header = self._mrd.read_header()
+        if self.header is None:
+            raise ProtocolError("the MRD v2 stream has no header; a session needs one")
+        xml = convert.header_to_xml(self.header)
+        if len(xml) > self.max_text_bytes:
+            raise ProtocolError(f"header of {len(xml)} bytes exceeds the limit of {self.max_text_bytes} bytes")
+        self._items = iter(self._mrd.read_data())
+        self._pending.append((MessageID.HEADER, xml))
+        return MessageID.CONFIG_FILE, config_of(self.header)
+
+    def _check_size(self, item: Any) -> None:
+        nbytes = item.data.nbytes
+        if nbytes > self.max_message_bytes:
+            raise ProtocolError(f"{type(item).__name__} of {nbytes} bytes exceeds the limit of "
+                                f"{self.max_message_bytes} bytes")
+
+    def _report_skipped(self) -> None:
+        for name, count in self._skipped.items():
+            log.warning("MRD v2: %d %s item(s) skipped: MRD v1 modules cannot receive them", count, name)
+
+
+def config_of(header: mrd.Header) -> str:
+    """The header's user parameter string ``config`` (the module to run), or empty."""
+    params = header.user_parameters
+    for entry in (params.user_parameter_string if params is not None else []):
+        if entry.name == CONFIG_PARAMETER and entry.value.strip():
+            return entry.value.strip()
+    return ""
+
+
+class _SentBytes:
+    """The file face mrd's writer needs, over the server's send function (all bytes, counted)."""
+
+    def __init__(self, send_parts: Callable[[list], None]) -> None:
+        self._send_parts = send_parts
+        self.count = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._send_parts([view])
+        self.count += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+class V2Writer:
+    """v1 objects written as an MRD v2 stream (the face of ``connection.MessageWriter``).
+
+    The header goes first: the one the module sends (``send_header``), else, at the first item or
+    CLOSE, ``reader.header`` (the session's own). Each item is one block, sent at once.
+    """
+
+    def __init__(self, send_parts: Callable[[list], None], reader: V2Reader | None = None) -> None:
+        self._out = _SentBytes(send_parts)
+        self._reader = reader
+        self._lock = threading.Lock()
+        self._mrd: mrd.BinaryMrdWriter | None = None
+        self._closed = False
+
+    @property
+    def bytes_written(self) -> int:
+        return self._out.count
+
+    def _writer(self, header: mrd.Header | None = None) -> mrd.BinaryMrdWriter:
+        """mrd's writer, the header written (``header``, else the session's; none when the input had
+        none: v2's header is optional)."""
+        if self._mrd is None:
+            if header is None and self._reader is not None:
+                header = self._reader.header
+            self._mrd = mrd.BinaryMrdWriter(self._out)
+            self._mrd.write_header(header)
+        return self._mrd
+
+    def _write_item(self, obj: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise ProtocolError("the MRD v2 stream has ended; nothing more can be sent")
+            writer = self._writer()
+            writer.write_data([convert.item_to_v2(obj)])
+            writer._stream.flush()
+
+    def send_header(self, xml: str) -> None:
+        """The header of the output: the session's own v2 header (the stream-mode echo), else ``xml``."""
+        with self._lock:
+            if self._mrd is not None:
+                log.warning("MRD v2: a second header cannot be written; ignored")
+                return
+            own = self._reader.header if self._reader is not None else None
+            self._writer(own if own is not None else convert.header_from_xml(xml))._stream.flush()
+
+    def send_image(self, image: Any) -> None:
+        self._write_item(image)
+
+    def send_acquisition(self, acquisition: Any) -> None:
+        self._write_item(acquisition)
+
+    def send_acquisition_parts(self, head: bytes | memoryview, traj: Any, data: Any) -> None:
+        """An acquisition from its packed v1 header and arrays (``mrdfile.send_messages``)."""
+        acq = ismrmrd.Acquisition(ismrmrd.AcquisitionHeader.from_buffer_copy(head))
+        if acq.traj.size:
+            acq.traj[...] = traj
+        acq.data[...] = data
+        self._write_item(acq)
+
+    def send_waveform(self, waveform: Any) -> None:
+        self._write_item(waveform)
+
+    def send_text(self, text: str) -> None:
+        log.info("Text (MRD v2 has no text message): %s", text)
+
+    def send_config_file(self, name: str) -> None:
+        log.debug("MRD v2 has no configuration message; '%s' not sent", name)
+
+    def send_config_text(self, text: str) -> None:
+        log.debug("MRD v2 has no configuration message; %d characters not sent", len(text))
+
+    def send_ndarray(self, array: Any) -> None:
+        raise ProtocolError("MRD v2 streams carry no NDArray message")
+
+    def send_close(self) -> None:
+        """End the stream (header first if none was written); later calls do nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            writer = self._writer()
+            if writer._state == 2:  # header written, no data block yet: an empty stream
+                writer.write_data([])
+            writer.close()
