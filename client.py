@@ -299,7 +299,7 @@ class Session:
     fix_transposed: bool
     show_progress: bool
     json_source: str = "none"
-    v2: bool = False
+    v2_header: str | None = None  # --format v2: the header XML with the module as its 'config' parameter
     writer: MessageWriter | None = None
     receiver: Receiver | None = None
     sent: int = 0
@@ -311,7 +311,7 @@ class Session:
     def run(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
         """Send everything while the receiver thread stores the replies; wait for the server's CLOSE."""
         stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
-        if self.v2:
+        if self.v2_header is not None:
             from mrdv2.stream import V2Reader, V2Writer  # mrd-python only for --format v2
             reader = V2Reader(stream, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
             self.writer = V2Writer(socket_sender(sock))
@@ -338,11 +338,11 @@ class Session:
     def _send(self, sock: socket.socket, config: str, config_text: str | None, json_text: str | None) -> None:
         writer, receiver = self.writer, self.receiver
         try:
-            if self.v2:
+            if self.v2_header is not None:
                 if config_text is not None or json_text is not None:
                     log.warning("MRD v2 has no configuration or text messages: the %s is not sent",
                                 "-C file" if config_text is not None else "JSON configuration")
-                writer.send_header(header_with_config(self.data.xml, config))
+                writer.send_header(self.v2_header)
             else:
                 if config_text is not None:
                     writer.send_config_text(config_text)
@@ -494,9 +494,20 @@ def run(args: argparse.Namespace) -> int:
             except ConnectionError as exc:
                 log.error("%s", exc)
                 return EXIT_FAILED
+            v2_header = None
+            if args.format == "v2":
+                try:
+                    v2_header = header_with_config(data.xml, config)
+                    from mrdv2.convert import header_from_xml
+                    header_from_xml(v2_header)  # what V2Writer will send: fails here, not half-way
+                except Exception as exc:  # xsdata and the converter raise several types
+                    log.error("Cannot send %s:/%s as MRD v2: its XML header is not a valid ISMRMRD header, and v2 "
+                              "carries the header as structured fields (%s: %s); send it as v1", args.filename,
+                              data.group, type(exc).__name__, exc)
+                    return EXIT_BAD_INPUT
             session = Session(data, h5_out, out_group, args.fix_transposed,
                               show_progress=not args.quiet and sys.stderr.isatty(), json_source=json_source,
-                              v2=args.format == "v2")
+                              v2_header=v2_header)
             session.run(sock, config, config_text, json_text)
             receiver = session.receiver
             if receiver.store_failure is None:

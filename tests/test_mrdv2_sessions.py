@@ -117,3 +117,16 @@ def test_module_from_the_header_config_parameter_else_the_default(server, v1_pha
     _, images = v2_items(tmp_path / "reply.bin")
     assert len(images) == 1 and isinstance(images[0], mrd.Image)
     assert "Running module 'invertcontrast'" in server.log_text()
+
+
+def test_a_header_v2_cannot_carry_is_refused_by_the_client(server, v1_phantom, tmp_path):
+    """v2 carries the header as structured fields: a file whose XML is no ISMRMRD header is refused with
+    one clear line and exit 2 (it still goes as v1, where the module gets the raw text)."""
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(v1_phantom.read_bytes())
+    with h5py.File(bad, "a") as f:
+        mrdfile.write_xml(f["dataset"], "<notIsmrmrd><x>1</x></notIsmrmrd>")
+    done = run_client(server.port, "-c", "simplefft", "--format", "v2", str(bad), "-o", str(tmp_path / "o.h5"))
+    assert done.returncode == 2
+    said = done.stdout + done.stderr
+    assert "not a valid ISMRMRD header" in said and "Traceback" not in said
