@@ -15,12 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian tools the tests use: BART, the ISMRMRD C++ tools (phantom generator), socat (stream relay),
-# Chromium and its driver (the dashboard's browser test, headless, no browser download).
+# Chromium and its driver (the dashboard's browser test, headless, no browser download), HAProxy (the
+# scale-out tests: tools/cluster.py).
 system-deps:
 	@if ! command -v bart >/dev/null || ! command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null \
 			|| ! command -v socat >/dev/null || ! command -v chromium >/dev/null \
-			|| ! command -v chromedriver >/dev/null; then \
-		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools socat chromium chromium-driver; \
+			|| ! command -v chromedriver >/dev/null || ! command -v haproxy >/dev/null; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y bart ismrmrd-tools socat chromium chromium-driver haproxy; \
 	fi
 
 demo: $(VENV)/.installed
