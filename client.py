@@ -10,6 +10,13 @@ it is also the output.  Nothing received is dropped: an image that does not fit
 its series' array goes to a new ``image_<series>_<k>`` group, and any failure to
 store ends in exit status 1 with the file, group and reason.
 
+With ``--retries N`` a session that fails before any image, waveform or acquisition came back
+(connection refused, reset or closed without CLOSE, or the server's busy text under
+``--max-sessions``) is tried again on a new connection, up to N times, after ``--retry-wait`` seconds
+(default 1), doubled for each further retry up to 10 s; one warning line names each retry and its
+reason. It is never retried once results arrived (they are kept and the failure reported), nor after
+a module's error text: those, and bad input, fail as without the option.
+
 Exit status: 0 on success; 1 when the server reports an error, the connection
 fails or ends without CLOSE, nothing comes back (except from the ``null`` and
 ``savedataonly`` built-ins), storing fails or ``--mrd2gif`` fails; 2 for bad
@@ -39,13 +46,15 @@ import ismrmrd.xsd
 import constants
 import mrdfile
 from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, READ_BUFFER_BYTES, MessageID, MessageReader,
-                        MessageWriter, MrdError, socket_sender)
+                        MessageWriter, MrdError, StreamEnded, socket_sender)
 
 log = logging.getLogger("client")
 
 CLIENT_DIR = Path(__file__).resolve().parent
 MRD2GIF = CLIENT_DIR / "tools" / "mrd2gif.py"
-CONNECT_ATTEMPTS = 5
+CONNECT_ATTEMPTS = 5  # without --retries: connecting is tried this often, 1 s apart
+RETRY_WAIT_CAP_S = 10.0  # --retries: the back-off doubles from --retry-wait up to this (or --retry-wait if longer)
+BUSY_TEXT = "server busy: "  # server.py _refuse_busy: a client over --max-sessions gets this error text and CLOSE
 FLUSH_BYTES = 64 << 20
 FLUSH_SECONDS = 2.0
 DRAIN_ONLY_CONFIGS = ("null", "savedataonly")  # built-ins that by design send nothing back
@@ -142,18 +151,48 @@ def header_with_config(xml: str, config: str) -> str:
     return ismrmrd.xsd.ToXML(header)
 
 
-def connect(host: str, port: int) -> socket.socket:
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+def connect(host: str, port: int, attempts: int = CONNECT_ATTEMPTS) -> socket.socket:
+    """A connected socket; ConnectionError after ``attempts`` failures 1 s apart (one attempt: no warning
+    line, the reason in the exception)."""
+    for attempt in range(1, attempts + 1):
         try:
             sock = socket.create_connection((host, port))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
         except OSError as exc:
+            if attempts == 1:
+                raise ConnectionError(f"could not connect to {host}:{port}: {exc}") from None
             log.warning("Connecting to %s:%d failed (attempt %d of %d): %s", host, port, attempt,
-                        CONNECT_ATTEMPTS, exc)
-            if attempt < CONNECT_ATTEMPTS:
+                        attempts, exc)
+            if attempt < attempts:
                 time.sleep(1.0)
     raise ConnectionError(f"could not connect to {host}:{port}")
+
+
+def is_busy_text(text: str) -> bool:
+    """Whether a server text is the refusal of a client beyond ``--max-sessions`` (server.py ``_refuse_busy``)."""
+    words = text.split(None, 1)
+    return len(words) == 2 and words[0] == constants.MRD_LOGGING_ERROR.strip() and words[1].startswith(BUSY_TEXT)
+
+
+class ReplyReader:
+    """``--format v2``: the reply's first byte picks its reader. A v2 server answers with an MRD v2 stream,
+    but refuses a client (``--max-sessions``, ``--allow``) before it knows the client's format, with a v1
+    error text and CLOSE: those are read as v1 messages, so that the client shows the server's reason."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.reader: Any = None
+
+    def read(self) -> tuple[int | None, Any]:
+        if self.reader is None:
+            from mrdv2.stream import V2Reader, is_v2_start
+            first = self.stream.peek(1)[:1]
+            if not first or is_v2_start(first):
+                self.reader = V2Reader(self.stream, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
+            else:
+                self.reader = MessageReader(self.stream)
+        return self.reader.read()
 
 
 class Receiver(threading.Thread):
@@ -179,6 +218,7 @@ class Receiver(threading.Thread):
         self.errors: list[str] = []
         self.got_close = False
         self.failure: str | None = None
+        self.connection_lost = False  # the connection ended without CLOSE, or failed (not a malformed reply)
         self.store_failure: str | None = None
         self.lost = 0
         self._last_flush = time.monotonic()
@@ -190,6 +230,7 @@ class Receiver(threading.Thread):
                 msg_id, item = self.reader.read()
                 if msg_id is None:
                     self.failure = "the server closed the connection without CLOSE"
+                    self.connection_lost = True
                     break
                 if msg_id == MessageID.CLOSE:
                     self.got_close = True
@@ -197,9 +238,15 @@ class Receiver(threading.Thread):
                 self._take(msg_id, item)
         except (MrdError, OSError, ValueError) as exc:
             self.failure = f"receiving failed: {exc}"
+            self.connection_lost = isinstance(exc, (OSError, StreamEnded))
         finally:
             self.flush()
             self.finished.set()
+
+    @property
+    def returned(self) -> int:
+        """Result items received (images, waveforms, acquisitions): what the output group stores."""
+        return self.counts["images"] + self.counts["waveforms"] + self.counts["acquisitions"]
 
     def _take(self, msg_id: int, item: Any) -> None:
         if msg_id in (MessageID.CONFIG_FILE, MessageID.HEADER):  # an MRD v2 reply's preamble
@@ -304,7 +351,7 @@ class Session:
     receiver: Receiver | None = None
     sent: int = 0
     send_error: str | None = None
-    started: float = dataclasses.field(default_factory=time.perf_counter)
+    started: float = dataclasses.field(default_factory=time.perf_counter)  # of the first attempt
     send_seconds: float = 0.0
     interrupted: bool = False
 
@@ -312,8 +359,8 @@ class Session:
         """Send everything while the receiver thread stores the replies; wait for the server's CLOSE."""
         stream = sock.makefile("rb", buffering=READ_BUFFER_BYTES)
         if self.v2_header is not None:
-            from mrdv2.stream import V2Reader, V2Writer  # mrd-python only for --format v2
-            reader = V2Reader(stream, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
+            from mrdv2.stream import V2Writer  # mrd-python only for --format v2
+            reader = ReplyReader(stream)
             self.writer = V2Writer(socket_sender(sock))
         else:
             reader, self.writer = MessageReader(stream), MessageWriter.for_socket(sock, text_nul=True)
@@ -372,6 +419,20 @@ class Session:
             while not receiver.finished.wait(0.2):
                 bar.update(receiver.counts["images"] - bar.n)
 
+    def retry_reason(self) -> str | None:
+        """Why this session may be tried again on a new connection, or None: only when nothing came back
+        (no image, waveform or acquisition: nothing stored) and either the server said it is busy
+        (``--max-sessions``) or the connection failed or ended without CLOSE with no error text before."""
+        receiver = self.receiver
+        if self.interrupted or receiver.returned or receiver.store_failure:
+            return None
+        if receiver.got_close:
+            busy = [e for e in receiver.errors if is_busy_text(e)]
+            return busy[0].split(None, 1)[1] if busy and len(busy) == len(receiver.errors) else None
+        if receiver.connection_lost and not receiver.errors:
+            return receiver.failure + (f" ({self.send_error})" if self.send_error else "")
+        return None
+
     def stored_series(self) -> str:
         return ", ".join(f"{n} in series {s}" for s, n in sorted(self.receiver.series.items())) or "none"
 
@@ -402,7 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
                              "header's user parameter string 'config', and no JSON configuration is sent)")
     parser.add_argument("--ignore-json-config", action="store_true",
                         help="remove parameters.config and parameters.customconfig from the JSON text")
+    parser.add_argument("--retries", type=_count, default=0, metavar="N",
+                        help="try a session that failed before anything came back up to N more times on a new "
+                             "connection: connection refused, reset or closed without CLOSE, or the server busy "
+                             "(--max-sessions); never after results arrived, nor after a module's error "
+                             "(default: 0, no retry, and connecting is tried 5 times 1 s apart; with N > 0 each "
+                             "attempt connects once)")
+    parser.add_argument("--retry-wait", type=_seconds, default=1.0, metavar="S",
+                        help=f"seconds before the first retry, doubling for each further one up to "
+                             f"{RETRY_WAIT_CAP_S:g} s (or S if longer) (default: 1)")
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def retry_wait(first: float, retry: int) -> float:
+    """Seconds before retry number ``retry`` (1, 2, ...): ``first`` doubled each time, capped."""
+    return min(first * 2 ** (retry - 1), max(RETRY_WAIT_CAP_S, first))
 
 
 def setup_logging(args: argparse.Namespace) -> None:
@@ -489,11 +578,6 @@ def run(args: argparse.Namespace) -> int:
                 json_text, json_source = json_config_text(config, data.json_text, strip_module_keys)
             log.info("Sending %d items from %s:/%s to %s:%d as '%s'; JSON config: %s", data.count, args.filename,
                      data.group, args.address, args.port, args.config_local or config, json_source)
-            try:
-                sock = connect(args.address, args.port)
-            except ConnectionError as exc:
-                log.error("%s", exc)
-                return EXIT_FAILED
             v2_header = None
             if args.format == "v2":
                 try:
@@ -505,10 +589,11 @@ def run(args: argparse.Namespace) -> int:
                               "carries the header as structured fields (%s: %s); send it as v1", args.filename,
                               data.group, type(exc).__name__, exc)
                     return EXIT_BAD_INPUT
-            session = Session(data, h5_out, out_group, args.fix_transposed,
-                              show_progress=not args.quiet and sys.stderr.isatty(), json_source=json_source,
-                              v2_header=v2_header)
-            session.run(sock, config, config_text, json_text)
+            session = run_attempts(args, lambda started: Session(
+                data, h5_out, out_group, args.fix_transposed, show_progress=not args.quiet and sys.stderr.isatty(),
+                json_source=json_source, v2_header=v2_header, started=started), config, config_text, json_text)
+            if session is None:
+                return EXIT_FAILED
             receiver = session.receiver
             if receiver.store_failure is None:
                 try:
@@ -524,6 +609,35 @@ def run(args: argparse.Namespace) -> int:
     return finish(args, session, config, outfile, out_group)
 
 
+def run_attempts(args: argparse.Namespace, new_session: Any, config: str, config_text: str | None,
+                 json_text: str | None) -> Session | None:
+    """The session, tried up to 1 + ``--retries`` times (``Session.retry_reason``), each on a new
+    connection after a back-off; the last attempt's session, or None when connecting failed every time."""
+    attempts = args.retries + 1
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            sock = connect(args.address, args.port, CONNECT_ATTEMPTS if args.retries == 0 else 1)
+        except ConnectionError as exc:
+            if attempt == attempts:
+                log.error("%s%s", exc, f" ({attempts} attempts)" if attempts > 1 else "")
+                return None
+            reason = str(exc)
+        else:
+            session = new_session(started)
+            session.run(sock, config, config_text, json_text)
+            reason = session.retry_reason() if attempt < attempts else None
+            if reason is None:
+                if attempt < attempts and session.receiver.connection_lost and session.receiver.returned:
+                    log.warning("Not retried: %d result item(s) had arrived (a new attempt would duplicate them)",
+                                session.receiver.returned)
+                return session
+        wait = retry_wait(args.retry_wait, attempt)
+        log.warning("Attempt %d of %d in %.1f s: %s", attempt + 1, attempts, wait, reason)
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
 def finish(args: argparse.Namespace, session: Session, config: str, outfile: str, out_group: str) -> int:
     """The summary, the checks that decide the exit status, and ``--mrd2gif``."""
     receiver, data = session.receiver, session.data
@@ -537,7 +651,7 @@ def finish(args: argparse.Namespace, session: Session, config: str, outfile: str
     failures = [f for f in (session.send_error if not receiver.got_close else None, receiver.failure) if f]
     if receiver.got_close and session.sent < data.count:
         log.warning("The server closed the session after %d of %d items", session.sent, data.count)
-    returned = counts["images"] + counts["waveforms"] + counts["acquisitions"]
+    returned = receiver.returned
     if not returned and config not in DRAIN_ONLY_CONFIGS and not failures:
         failures.append(f"nothing came back from '{args.config_local or config}'")
     if receiver.store_failure:
