@@ -783,23 +783,40 @@ class Server:
                     if self._stop.is_set():
                         break
                     raise
-                sock.settimeout(None)
-                if not self.config.allows(peer[0]):
-                    log.warning("Refused a connection from %s (not in --allow)", peer[0])
-                    _send_error_and_close(sock, f"connection from {peer[0]} refused: this server accepts "
-                                                "only the networks of its --allow list")
-                    sock.close()
-                    continue
-                self._reap()
-                if self.config.max_sessions and len(self._workers) >= self.config.max_sessions:
-                    self._refuse_busy(sock, peer)
-                    continue
-                self._start_session(sock, peer)
+                self._take(sock, peer)
         finally:
+            self._take_backlog()
             self.listener.close()
             self._wait_for_sessions()
             if self._event_queue is not None:
                 self._event_queue.put(None)
+
+    def _take(self, sock: socket.socket, peer: Any) -> None:
+        """An accepted connection: refused (--allow, --max-sessions) or a new session."""
+        sock.settimeout(None)
+        if not self.config.allows(peer[0]):
+            log.warning("Refused a connection from %s (not in --allow)", peer[0])
+            _send_error_and_close(sock, f"connection from {peer[0]} refused: this server accepts "
+                                        "only the networks of its --allow list")
+            sock.close()
+            return
+        self._reap()
+        if self.config.max_sessions and len(self._workers) >= self.config.max_sessions:
+            self._refuse_busy(sock, peer)
+            return
+        self._start_session(sock, peer)
+
+    def _take_backlog(self) -> None:
+        """At shutdown: connections the kernel completed before the port closes are sessions too
+        (closing the port would reset them, e.g. one a load balancer handed over just before)."""
+        try:
+            self.listener.setblocking(False)
+            while True:
+                sock, peer = self.listener.accept()
+                log.info("Serving %s, which connected before the port closed", peer)
+                self._take(sock, peer)
+        except (BlockingIOError, socket.timeout, OSError):
+            pass
 
     def _refuse_busy(self, sock: socket.socket, peer: Any) -> None:
         """Tell a client beyond ``max_sessions`` why it is not served, and close."""
@@ -822,7 +839,7 @@ class Server:
         and the number running."""
         running = sum(1 for worker in list(self._workers) if worker.is_alive())
         full = bool(self.config.max_sessions) and running >= self.config.max_sessions
-        return not (self.stopping or full), {"sessions": running}
+        return not (self.stopping or full or self.listener is None), {"sessions": running}
 
     def qa_accept(self, session_id: str) -> dict | None:
         """``POST /api/qa/<id>/accept``: that session's parameters become its protocol's reference."""
