@@ -1,6 +1,7 @@
 """Protocol fuzzer: throws malformed MRD sessions at a real server and checks that it survives.
 
-``python tools/fuzz_server.py [--cases 10000] [--seed 0] [-m] [--timeout 5] [--check-every 500] [--save DIR]``
+``python tools/fuzz_server.py [--format v1|v2] [--cases 10000] [--seed 0] [-m] [--timeout 5] [--check-every 500]
+[--save DIR]``
 
 Starts ``python main.py -H 127.0.0.1 -p PORT`` (threads, or ``-m`` for a forked process per
 session) in a temporary folder, generates a 32x32, 2-coil noise-free phantom with
@@ -15,6 +16,25 @@ fresh TCP connection to 127.0.0.1:
 * random bytes, random bytes after a valid configuration and header, an empty connection,
   and a connection aborted (RST) part-way through a session.
 
+``--format v2`` (v1 is the default) sends MRD v2 (yardl binary) sessions instead, each built with
+``mrd.BinaryMrdWriter``: the preamble (``yardl``, format version 1, MRD's schema), the phantom's
+header (``mrdv2.convert.header_from_xml``) with the user parameter string ``config`` set to
+``simplefft``/``invertcontrast``/``null`` or absent (the server's default module), the
+acquisitions (``mrdv2.convert.item_to_v2``) each in a block of one, optionally a waveform, an
+image and items v1 has no message for (an ``AcquisitionBucket``, an ``ArrayComplexFloat``), and
+the final 0 count; mutated with one to three of: truncation at a random byte, flipped bytes, a
+varint count or length (the schema's length, a block count, the final count, an array dimension)
+set to zero or a huge value (up to an 11-byte varint), a random union index (or the header's
+optional flag), a wrong magic after ``ya``, an unsupported format version, a schema that is not
+MRD's, a segment (preamble part, header, item) duplicated, deleted or swapped; and ``y`` followed
+by random bytes, random bytes after the preamble or after preamble and header, and connections
+aborted (RST) part-way. The server answers in the format that the payload's first byte selects.
+A v2 reply is well formed when it is empty or when ``mrd.BinaryMrdReader`` reads it completely:
+MRD's preamble, the optional header and whole items, ending with the final 0 count, or without it
+right after a whole item (v2 has no error message: an error ends the stream, and a reply cut
+after an item is accepted); a reply cut inside an item, or with bytes after its end, is
+malformed. A reply to a payload that does not start with ``y`` is judged as a v1 reply.
+
 A case sends its bytes, shuts down its sending side and reads the reply until EOF, at most
 ``--timeout`` seconds. Each case is drawn from ``numpy.random.default_rng([seed, case])``,
 so ``--only N`` replays one case exactly (``--save DIR`` writes it, and every case that
@@ -22,11 +42,12 @@ misbehaved, as ``case-N.bin``).
 
 After every case the server process must be alive (a death is counted, the case saved and
 the server restarted); every ``--check-every`` cases and at the end a normal ``simplefft``
-session must return the right image (NRMSE against the root-sum-of-squares of the
-phantom's coil images <= 0.01). Reported: cases, server deaths, hangs (no EOF within
-``--timeout`` after the case was sent), replies that are not a well-formed MRD stream ending
-in one CLOSE, the server's peak RSS (VmHWM of the server process; with ``-m`` that is the
-parent only, sessions run in children), thread and file-descriptor counts, and the data sent.
+session (v1, and with ``--format v2`` also a v2 one) must return the right image (NRMSE
+against the root-sum-of-squares of the phantom's coil images <= 0.01). Reported: cases,
+server deaths, hangs (no EOF within ``--timeout`` after the case was sent), replies that are
+not well formed (v1: an MRD stream ending in one CLOSE; v2: as above), the server's peak RSS
+(VmHWM of the server process; with ``-m`` that is the parent only, sessions run in children),
+thread and file-descriptor counts, and the data sent.
 
 Exit status: 0 when there were no deaths, no hangs and every check passed; 1 otherwise;
 2 when the fuzzer itself could not run (phantom or server start failed).
@@ -45,9 +66,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import ismrmrd
+import mrd
 import numpy as np
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -310,6 +333,320 @@ def make_case(phantom: Phantom, seed: int, index: int, sessions: dict | None = N
     return Case(index, f"{config}{list(extras)}: " + ", ".join(_short(op) for op in ops), payload)
 
 
+# MRD v2 sessions (--format v2) -------------------------------------------------------------------
+V2_CONFIGS = CONFIGS + ("",)  # "": no user parameter ``config``, the server's default module
+V2_EXTRAS = ("waveform", "image", "bucket", "array")  # bucket, array: items v1 has no message for
+V2_MAGIC_TAILS = (b"rdm", b"RDL", b"\x00\x00\x00", b"yard", b"rd", b"rdl!")  # after b"ya"
+V2_VERSIONS = (0, 2, 3, -1, 0x7FFFFFFF, -0x80000000, 0x100)
+V2_VARINT_VALUES = (0, 1, 2, 0x7F, 0x80, 0xFFFF, 1 << 31, 1 << 32, 1 << 40, (1 << 63) - 1, (1 << 64) - 1,
+                    1 << 70)  # 1 << 70: an 11-byte varint, longer than any 64-bit value
+V2_UNION_VALUES = tuple(range(16)) + (0x7F, 0x80, 0xFF)  # 0..13 are StreamItem cases, 14.. none
+
+
+@dataclass
+class Segment:
+    """One piece of a v2 session: ``magic``, ``version``, ``schema``, ``header``, ``item`` (a block of
+    one stream item), ``end`` (the final 0 count), or ``blob`` (after a byte-level mutation)."""
+    kind: str
+    data: bytes
+    varints: tuple[tuple[str, int], ...] = ()  # (name, offset in data) of the varint counts and lengths
+    union: int | None = None  # offset of the union index (items) or the optional's flag (header)
+
+
+def varint(value: int) -> bytes:
+    """The unsigned LEB128 varint of yardl's binary format."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _varint_end(data: bytes, offset: int) -> int:
+    end = offset
+    while end < len(data) and data[end] >= 0x80:
+        end += 1
+    return min(end + 1, len(data))
+
+
+def header_xml_with_config(xml: str, config: str) -> str:
+    """The XML header with the user parameter string ``config`` (the module, as ``client.py --format v2``
+    sends it); ``config`` empty: unchanged."""
+    if not config:
+        return xml
+    header = ismrmrd.xsd.CreateFromDocument(xml)
+    if header.userParameters is None:
+        header.userParameters = ismrmrd.xsd.userParametersType()
+    strings = [p for p in header.userParameters.userParameterString if p.name != "config"]
+    header.userParameters.userParameterString = strings + [ismrmrd.xsd.userParameterStringType(name="config",
+                                                                                                 value=config)]
+    return ismrmrd.xsd.ToXML(header)
+
+
+def _elements(array: np.ndarray) -> bytes:
+    """The elements of an array as yardl writes them: integers as varints (signed ones zigzag
+    encoded), floating-point and complex numbers as their little-endian bytes."""
+    if array.dtype.kind == "u":
+        return b"".join(varint(int(v)) for v in array.flat)
+    if array.dtype.kind == "i":
+        return b"".join(varint((int(v) << 1) ^ (int(v) >> 63)) for v in array.flat)
+    return array.tobytes()
+
+
+def _array_fields(data: bytes, name: str, array: np.ndarray, at: int | None = None) -> tuple[list, int]:
+    """(varint fields of the shape of ``array`` serialised in ``data``, offset after its elements);
+    the shape is found just before the array's elements, or at ``at``."""
+    shape = [varint(int(d)) for d in array.shape]
+    elements = _elements(array)
+    if at is None:
+        at = data.find(b"".join(shape) + elements)
+    if at < 0 or data[at:at + sum(map(len, shape))] != b"".join(shape):
+        return [], -1
+    fields, offset = [], at
+    for axis, raw in enumerate(shape):
+        fields.append((f"{name} dim {axis}", offset))
+        offset += len(raw)
+    return fields, offset + len(elements)
+
+
+def _item_fields(data: bytes, item: Any) -> list[tuple[str, int]]:
+    """The array shapes inside one serialised item block (found by their bytes)."""
+    value = item.value
+    if isinstance(value, mrd.Acquisition):
+        fields, end = _array_fields(data, "acquisition data", value.data)
+        if end > 0:
+            fields += _array_fields(data, "acquisition trajectory", value.trajectory, at=end)[0]
+        return fields
+    if isinstance(value, (mrd.Image, mrd.Waveform)):
+        return _array_fields(data, f"{type(value).__name__.lower()} data", value.data)[0]
+    if isinstance(value, np.ndarray):  # ArrayComplexFloat: ndim, then the shape
+        fields, _ = _array_fields(data, "array", value)
+        return [("array ndim", fields[0][1] - 1)] + fields if fields else []
+    if isinstance(value, mrd.AcquisitionBucket):
+        return [("bucket data count", 1 + len(varint(1)))]
+    return []
+
+
+def _v2_items(phantom: Phantom, extras: tuple[str, ...]) -> list:
+    from mrdv2 import convert
+    acqs = []
+    noise = [i for i in range(len(phantom.heads)) if i not in set(phantom.imaging)][:NOISE_READOUTS_SENT]
+    for i in noise + phantom.imaging:
+        acq = ismrmrd.Acquisition(ismrmrd.AcquisitionHeader.from_buffer_copy(phantom.heads[i]))
+        acq.data[...] = phantom.datas[i].reshape(acq.data.shape)
+        if acq.traj.size:
+            acq.traj[...] = phantom.trajs[i].reshape(acq.traj.shape)
+        acqs.append(convert.item_to_v2(acq))
+    middle = []
+    if "waveform" in extras:
+        middle.append(convert.item_to_v2(ismrmrd.Waveform.from_array(np.arange(10, dtype=np.uint32).reshape(2, 5),
+                                                                     waveform_id=1025)))
+    if "image" in extras:
+        middle.append(convert.item_to_v2(_small_image()))
+    if "bucket" in extras:
+        middle.append(mrd.StreamItem.AcquisitionBucket(mrd.AcquisitionBucket(data=[acqs[-1].value])))
+    if "array" in extras:
+        middle.append(mrd.StreamItem.ArrayComplexFloat(np.arange(6, dtype=np.complex64).reshape(2, 3)))
+    half = len(acqs) // 2
+    return acqs[:half] + middle + acqs[half:]
+
+
+def build_v2_session(phantom: Phantom, config: str, extras: tuple[str, ...] = (), close: bool = True) -> list[Segment]:
+    """A valid MRD v2 session (mrd.BinaryMrdWriter: preamble, the phantom's header with ``config`` as
+    its user parameter string, each item a block of one, the final 0 count) as segments."""
+    from mrdv2 import convert
+    buf = io.BytesIO()
+    writer = mrd.BinaryMrdWriter(buf)
+    writer.write_header(convert.header_from_xml(header_xml_with_config(phantom.xml, config)))
+    writer._stream.flush()
+    start = buf.getvalue()
+    schema = mrd.BinaryMrdReader.schema.encode()
+    schema_end = 9 + len(varint(len(schema))) + len(schema)
+    segments = [Segment("magic", start[:5]), Segment("version", start[5:9]),
+                Segment("schema", start[9:schema_end], varints=(("schema length", 0),)),
+                Segment("header", start[schema_end:], union=0)]
+    for item in _v2_items(phantom, extras):
+        at = buf.tell()
+        writer.write_data([item])
+        writer._stream.flush()
+        data = buf.getvalue()[at:]
+        segments.append(Segment("item", data, varints=(("block count", 0), *_item_fields(data, item)), union=1))
+    if close:
+        segments.append(Segment("end", b"\x00", varints=(("end count", 0),)))
+    return segments
+
+
+def v2_preamble(segments: list[Segment]) -> bytes:
+    return b"".join(s.data for s in segments if s.kind in ("magic", "version", "schema"))
+
+
+def apply_v2_ops(segments: list[Segment], ops: list[tuple]) -> bytes:
+    """Apply v2 mutation ops in order (indices modulo the current lengths; a field or segment that is
+    not there makes the op do nothing). Ops: ("truncate", at), ("flip", [(pos, xor), ...]) (both join
+    the segments into one blob), ("set_varint", name, k, value) (the k-th varint field of that name
+    re-encoded), ("union", k, value) (the k-th union index or optional flag), ("magic", tail),
+    ("version", value), ("schema", text), ("duplicate", i), ("delete", i), ("swap", i, j)."""
+    segs = list(segments)
+    for op in ops:
+        kind = op[0]
+        if kind in ("truncate", "flip"):
+            blob = bytearray(b"".join(s.data for s in segs))
+            if kind == "truncate":
+                blob = blob[:op[1] % (len(blob) + 1)]
+            elif blob:
+                for pos, xor in op[1]:
+                    blob[pos % len(blob)] ^= (xor & 0xFF) or 0xFF
+            segs = [Segment("blob", bytes(blob))]
+        elif kind == "set_varint":
+            where = [(i, off) for i, s in enumerate(segs) for name, off in s.varints if name == op[1]]
+            if where:
+                i, off = where[op[2] % len(where)]
+                data = segs[i].data
+                segs[i] = Segment(segs[i].kind, data[:off] + varint(op[3]) + data[_varint_end(data, off):])
+        elif kind == "union":
+            where = [i for i, s in enumerate(segs) if s.union is not None and s.union < len(s.data)]
+            if where:
+                i = where[op[1] % len(where)]
+                raw = bytearray(segs[i].data)
+                raw[segs[i].union] = op[2] & 0xFF
+                segs[i] = Segment(segs[i].kind, bytes(raw))
+        elif kind in ("magic", "version", "schema"):
+            for i, s in enumerate(segs):
+                if s.kind == kind:
+                    data = (b"ya" + bytes(op[1]) if kind == "magic" else struct.pack("<i", op[1]) if kind == "version"
+                            else varint(len(op[1])) + bytes(op[1]))
+                    segs[i] = Segment(kind, data)
+        elif kind in ("duplicate", "delete", "swap"):
+            if not segs:
+                continue
+            i = op[1] % len(segs)
+            if kind == "duplicate":
+                segs.insert(i, segs[i])
+            elif kind == "delete":
+                del segs[i]
+            else:
+                j = op[2] % len(segs)
+                segs[i], segs[j] = segs[j], segs[i]
+        else:
+            raise ValueError(f"unknown v2 mutation {kind!r}")
+    return b"".join(s.data for s in segs)
+
+
+def other_schemas(rng: np.random.Generator) -> bytes:
+    """A schema that is not MRD's: MRD's renamed or cut, another protocol's, empty, or noise."""
+    schema = mrd.BinaryMrdReader.schema
+    choice = int(rng.integers(0, 6))
+    if choice == 0:
+        return schema.replace('"Mrd"', '"NotMrd"', 1).encode()
+    if choice == 1:
+        return schema[:int(rng.integers(0, len(schema)))].encode()
+    if choice == 2:
+        return (b'{"protocol":{"name":"Other","sequence":[{"name":"data","type":{"stream":{"items":"int32"}}}]},'
+                b'"types":[]}')
+    if choice == 3:
+        return b""
+    if choice == 4:
+        return (schema + " ").encode()
+    return rng.bytes(int(rng.integers(1, 256)))
+
+
+def _random_v2_op(rng: np.random.Generator, segments: list[Segment]) -> tuple:
+    kind = str(rng.choice(["truncate", "flip", "set_varint", "set_varint", "set_varint", "union", "union", "magic",
+                           "version", "schema", "duplicate", "delete", "swap"]))
+    total = sum(len(s.data) for s in segments)
+    n = len(segments)
+    if kind == "truncate":
+        return ("truncate", int(rng.integers(0, total + 1)))
+    if kind == "flip":
+        flips = []
+        for _ in range(int(rng.integers(1, 9))):
+            if rng.random() < 0.7:  # favour the header and the item headers over the schema and the samples
+                m = int(rng.integers(3, n)) if n > 3 else int(rng.integers(0, n))
+                start = sum(len(s.data) for s in segments[:m])
+                pos = start + int(rng.integers(0, min(len(segments[m].data), 400)))
+            else:
+                pos = int(rng.integers(0, max(total, 1)))
+            flips.append((pos, int(rng.integers(1, 256))))
+        return ("flip", flips)
+    if kind == "set_varint":
+        names = sorted({name for s in segments for name, _ in s.varints})
+        value = int(rng.choice(V2_VARINT_VALUES)) if rng.random() < 0.8 else int(rng.integers(0, 1 << 62))
+        return ("set_varint", str(rng.choice(names)), int(rng.integers(0, 1 << 16)), value)
+    if kind == "union":
+        value = int(rng.choice(V2_UNION_VALUES)) if rng.random() < 0.7 else int(rng.integers(0, 256))
+        return ("union", int(rng.integers(0, 1 << 16)), value)
+    if kind == "magic":
+        return ("magic", V2_MAGIC_TAILS[int(rng.integers(0, len(V2_MAGIC_TAILS)))]
+                if rng.random() < 0.7 else rng.bytes(3))
+    if kind == "version":
+        return ("version", int(rng.choice(V2_VERSIONS)))
+    if kind == "schema":
+        return ("schema", other_schemas(rng))
+    if kind == "swap":
+        return ("swap", int(rng.integers(0, n)), int(rng.integers(0, n)))
+    return (kind, int(rng.integers(0, n)))
+
+
+def _short_v2(op: tuple) -> str:
+    if op[0] == "flip":
+        return f"flip({len(op[1])} bytes at {[p for p, _ in op[1]][:4]}...)"
+    if op[0] == "schema":
+        return f"schema({len(op[1])} B: {bytes(op[1][:24])!r}...)"
+    return f"{op[0]}{op[1:]}"
+
+
+def make_v2_case(phantom: Phantom, seed: int, index: int, sessions: dict | None = None) -> Case:
+    """Case ``index`` of run ``seed`` in ``--format v2`` (independent of every other case)."""
+    rng = np.random.default_rng([seed, index])
+    roll = rng.random()
+    if roll < 0.05:
+        return Case(index, "v2: 'y' + random bytes", b"y" + rng.bytes(int(rng.integers(0, 4097))))
+    config = str(rng.choice(V2_CONFIGS))
+    extras = tuple(e for e in V2_EXTRAS if rng.random() < 0.3)
+    key = ("v2", config, extras)
+    if sessions is not None and key in sessions:
+        segments = sessions[key]
+    else:
+        segments = build_v2_session(phantom, config, extras)
+        if sessions is not None:
+            sessions[key] = segments
+    label = f"v2 {config or '(default)'}{list(extras)}"
+    if roll < 0.12:
+        with_header = roll >= 0.085
+        prefix = v2_preamble(segments) + (segments[3].data if with_header else b"")
+        return Case(index, f"{label}: preamble{' + header' if with_header else ''} + random bytes",
+                    prefix + rng.bytes(int(rng.integers(1, 4097))))
+    if roll < 0.15:
+        payload = b"".join(s.data for s in segments)
+        at = int(rng.integers(0, len(payload) + 1))
+        return Case(index, f"{label} aborted (RST) after {at} bytes", payload[:at], mode="abort")
+    ops = [_random_v2_op(rng, segments) for _ in range(int(rng.integers(1, 4)))]
+    payload = apply_v2_ops(segments, ops)[:MAX_PAYLOAD_BYTES]
+    return Case(index, f"{label}: " + ", ".join(_short_v2(op) for op in ops), payload)
+
+
+def parse_v2_reply(reply: bytes) -> tuple[list, str | None]:
+    """(stream items, error) of a v2 reply; error names what is not well formed (see the docstring):
+    the reply must be empty, or an MRD v2 stream (MRD's preamble, the optional header, whole items)
+    that ends with the final 0 count, or without it right after a whole item; nothing may follow."""
+    if not reply:
+        return [], None
+    failure = None
+    for data in (reply, reply + b"\x00"):  # the second: an error cut the stream after a whole item
+        source = io.BytesIO(data)
+        try:
+            reader = mrd.BinaryMrdReader(source)
+            reader.read_header()
+            items = list(reader.read_data())
+        except Exception as exc:  # noqa: BLE001 - mrd raises RuntimeError, EOFError, ValueError, ...
+            failure = failure or f"v2 reply does not parse: {type(exc).__name__}: {exc}"
+            continue
+        left = len(data) - source.tell() + (reader._stream._last_read_count - reader._stream._offset)
+        return items, f"{left} bytes after the end of the v2 reply" if left else None
+    return [], failure
+
+
 # Talking to the server -----------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -400,6 +737,31 @@ def check_simplefft(port: int, phantom: Phantom, timeout: float = 30.0) -> str |
     return None if err <= NRMSE_LIMIT else f"normal session image NRMSE {err:.4f} > {NRMSE_LIMIT}"
 
 
+def check_simplefft_v2(port: int, phantom: Phantom, timeout: float = 30.0) -> str | None:
+    """Run one normal MRD v2 simplefft session; None when its image is right, else what went wrong."""
+    case = Case(-1, "valid v2 simplefft", b"".join(s.data for s in build_v2_session(phantom, "simplefft")))
+    outcome = send_case(port, case, timeout)
+    if outcome.status != "eof":
+        return f"normal v2 session ended with {outcome.status}"
+    items, error = parse_v2_reply(outcome.reply)
+    if error or not outcome.reply:
+        return f"normal v2 session: {error or 'empty reply'}"
+    images = [item.value for item in items if isinstance(item.value, mrd.Image)]
+    if len(images) != 1:
+        return f"normal v2 session returned {len(images)} images"
+    pixels = np.asarray(images[0].data).reshape(phantom.reference.shape)
+    err = nrmse(pixels, phantom.reference)
+    return None if err <= NRMSE_LIMIT else f"normal v2 session image NRMSE {err:.4f} > {NRMSE_LIMIT}"
+
+
+def reply_error(case: Case, outcome: Outcome) -> str | None:
+    """What is not well formed in the reply to ``case``: the server answers in the format that the
+    payload's first byte selects (b"y": MRD v2, parse_v2_reply; else v1, Outcome.parse)."""
+    if case.payload[:1] == b"y":
+        return parse_v2_reply(outcome.reply)[1]
+    return outcome.parse()[1]
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmHWM/VmRSS (bytes), Threads and open file descriptors of a process (empty when it is gone)."""
     out: dict[str, int] = {}
@@ -480,10 +842,13 @@ def save_case(folder: Path | None, case: Case, why: str) -> None:
     (folder / f"case-{case.index}.txt").write_text(f"{why}\nmode={case.mode}\n{case.description}\n")
 
 
-def checkpoint(server: Server, phantom: Phantom, report: Report, label: str, verbose: bool) -> None:
+def checkpoint(server: Server, phantom: Phantom, report: Report, label: str, verbose: bool, v2: bool = False) -> None:
+    """A normal v1 simplefft session (and with ``v2`` a v2 one) must give the right image."""
     status = proc_status(server.proc.pid)
     error = None if server.alive() else "server is not running"
     error = error or check_simplefft(server.port, phantom)
+    if v2:
+        error = error or check_simplefft_v2(server.port, phantom)
     status = proc_status(server.proc.pid) or status
     report.peak_rss = max(report.peak_rss, status.get("VmHWM", 0))
     if error:
@@ -502,13 +867,16 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     report = Report(peak_rss=proc_status(server.proc.pid).get("VmHWM", 0))
     sessions: dict = {}
     indices = [args.only] if args.only is not None else range(args.cases)
-    valid_size = len(b"".join(build_session(phantom, "simplefft")))
+    v2 = args.format == "v2"
+    valid_size = len(b"".join(s.data for s in build_v2_session(phantom, "simplefft")) if v2
+                     else b"".join(build_session(phantom, "simplefft")))
+    new_case = make_v2_case if v2 else make_case
     start = time.monotonic()
     print(f"fuzzing 127.0.0.1:{server.port} ({'-m, process per session' if args.multiprocessing else 'threads'}), "
-          f"seed {args.seed}, {len(indices)} case(s), timeout {args.timeout:g} s", flush=True)
+          f"MRD {args.format}, seed {args.seed}, {len(indices)} case(s), timeout {args.timeout:g} s", flush=True)
     try:
         for n, index in enumerate(indices, 1):
-            case = make_case(phantom, args.seed, index, sessions)
+            case = new_case(phantom, args.seed, index, sessions)
             if args.only is not None:
                 print(f"case {index}: mode={case.mode}, {len(case.payload)} bytes: {case.description}")
                 save_case(save_dir, case, "requested with --only")
@@ -529,7 +897,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 report.hangs.append(index)
                 problem = f"no EOF within {args.timeout:g} s ({len(outcome.reply)} reply bytes)"
             elif outcome.status == "eof":
-                _, error = outcome.parse()
+                error = reply_error(case, outcome)
                 if error:
                     report.malformed.append(index)
                     problem = error
@@ -547,15 +915,15 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                     print(f"case {index}: {problem}: mode={case.mode}, {len(case.payload)} B, {case.description}",
                           flush=True)
             if n % args.check_every == 0:
-                checkpoint(server, phantom, report, f"{n} cases, {time.monotonic() - start:.0f} s", True)
+                checkpoint(server, phantom, report, f"{n} cases, {time.monotonic() - start:.0f} s", True, v2)
         time.sleep(0.5)  # let the last sessions end before counting threads
-        checkpoint(server, phantom, report, "end", True)
+        checkpoint(server, phantom, report, "end", True, v2)
     finally:
         exit_status = server.stop()
     elapsed = time.monotonic() - start
     print()
-    print(f"cases:                {report.cases} in {elapsed:.1f} s ({report.cases / max(elapsed, 1e-9):.0f}/s), seed "
-          f"{args.seed}, {'-m (process per session)' if args.multiprocessing else 'threads'}")
+    print(f"cases:                {report.cases} in {elapsed:.1f} s ({report.cases / max(elapsed, 1e-9):.0f}/s), MRD "
+          f"{args.format}, seed {args.seed}, {'-m (process per session)' if args.multiprocessing else 'threads'}")
     print(f"outcomes:             {dict(sorted(report.statuses.items()))} "
           f"(reset: aborted by us, or the server reset the connection)")
     print(f"server deaths:        {len(report.deaths)} {report.deaths[:20]}")
@@ -566,8 +934,8 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"server peak RSS:      {report.peak_rss / 1e6:.1f} MB (VmHWM{', parent process' if args.multiprocessing else ''})")
     for jump, index, description in sorted(report.rss_jumps, reverse=True)[:5]:
         print(f"  VmHWM +{jump / 1e6:.0f} MB at case {index}: {description}")
-    print(f"data sent:            {report.bytes_sent / 1e6:.1f} MB in total; a valid session is {valid_size} bytes "
-          f"(phantom {' '.join(PHANTOM_ARGS)})")
+    print(f"data sent:            {report.bytes_sent / 1e6:.1f} MB in total; a valid {args.format} session is "
+          f"{valid_size} bytes (phantom {' '.join(PHANTOM_ARGS)})")
     print(f"server exit status:   {exit_status} (SIGTERM)")
     ok = not report.deaths and not report.hangs and not report.failed_checks
     print("RESULT:               " + ("PASS" if ok else "FAIL"))
@@ -578,10 +946,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--cases", type=int, default=10000, help="number of cases")
+    parser.add_argument("--format", choices=("v1", "v2"), default="v1",
+                        help="the sessions to mutate: MRD v1 messages, or MRD v2 (yardl binary) streams")
     parser.add_argument("--seed", type=int, default=0, help="seed; case N is drawn from default_rng([seed, N])")
     parser.add_argument("-m", "--multiprocessing", action="store_true", help="start the server with -m")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per connection until EOF")
-    parser.add_argument("--check-every", type=int, default=500, help="run a normal simplefft session every N cases")
+    parser.add_argument("--check-every", type=int, default=500,
+                        help="run a normal simplefft session every N cases (v1; with --format v2 also a v2 one)")
     parser.add_argument("--only", type=int, help="run only case N (printed, and saved with --save)")
     parser.add_argument("--save", help="folder for the payloads of cases that misbehaved")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every case that misbehaved")
