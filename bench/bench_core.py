@@ -16,10 +16,15 @@ server's first import of the simplefft module; their times are printed too):
     time of the client subprocess (Python start-up and imports included).
 (c) the same with ``-c simplefft``; the output must hold one image per
     repetition, else the bench stops with exit status 2.
+(d) ``python client.py -p PORT -c null --format v2 -o OUT DATA``: (b) with the
+    data sent as an MRD v2 (yardl binary) stream, which the server reads with
+    ``mrdv2.stream.V2Reader``; its ingest rate is given as a ratio to (b)'s,
+    v2/v1 = (b)/(d), both measured in the same rounds.
 
 Then it reads the server's peak RSS (VmHWM, over the whole session), stops
 the server with SIGTERM (it must exit 0) and prints the figures with the
-targets: (b)/(a) <= 1.5, (c) <= 2 s, peak RSS <= 1.2 x data size.  Without
+targets: (b)/(a) <= 1.5, (c) <= 2 s, peak RSS <= 1.2 x data size, v2/v1
+ingest rate >= 0.7.  Without
 ``--data`` a phantom is generated into a temporary folder with
 ``tools/generate_cartesian_shepp_logan_dataset.py``.
 
@@ -55,6 +60,7 @@ CLIENT_TIMEOUT_S = 600.0
 TARGET_RATIO_NULL = 1.5
 TARGET_SIMPLEFFT_S = 2.0
 TARGET_RSS_RATIO = 1.2
+TARGET_V2_RATE_RATIO = 0.7
 
 
 class BenchError(RuntimeError):
@@ -144,10 +150,10 @@ def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
     return ServerProcess(*extra_args, host=None, output=log_path, cwd=REPO_DIR, timeout=SERVER_START_TIMEOUT_S)
 
 
-def client_once(port: int, config: str, data: str, out: Path) -> float:
-    """Wall seconds of one client subprocess; raises BenchError when it fails."""
+def client_once(port: int, config: str, data: str, out: Path, *extra: str) -> float:
+    """Wall seconds of one client subprocess (``extra``: more client options); raises BenchError when it fails."""
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "client.py", "-p", str(port), "-c", config, "-o", str(out), data]
+    cmd = [sys.executable, "client.py", "-p", str(port), "-c", config, *extra, "-o", str(out), data]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           timeout=CLIENT_TIMEOUT_S)
@@ -187,7 +193,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     data, n_acq, nbytes = phantom_data(args, tmp)
     mb = nbytes / 1e6
 
-    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "d": []}
     server = start_server(tmp / "server.log")
     port = server.port
     exit_code = None
@@ -195,6 +201,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
         for rep in range(args.warmup + args.repeats):
             t_a, _ = baseline_once(data)
             t_b = client_once(port, "null", data, tmp / "out_null.h5")
+            t_d = client_once(port, "null", data, tmp / "out_null_v2.h5", "--format", "v2")
             out_c = tmp / "out_simplefft.h5"
             t_c = client_once(port, "simplefft", data, out_c)
             images = count_images(out_c)
@@ -202,9 +209,10 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 raise BenchError(f"simplefft returned {images} images, expected {args.repetitions}")
             label = f"warm-up {rep + 1}/{args.warmup}" if rep < args.warmup else \
                 f"repeat {rep - args.warmup + 1}/{args.repeats}"
-            print(f"{label}: (a) {t_a:.3f} s  (b) {t_b:.3f} s  (c) {t_c:.3f} s  ({images} images)", flush=True)
+            print(f"{label}: (a) {t_a:.3f} s  (b) {t_b:.3f} s  (c) {t_c:.3f} s  ({images} images)  "
+                  f"(d) {t_d:.3f} s", flush=True)
             if rep >= args.warmup:
-                for key, value in zip("abc", (t_a, t_b, t_c)):
+                for key, value in zip("abcd", (t_a, t_b, t_c, t_d)):
                     times[key].append(value)
         peak = server.peak_rss()
         if not peak:
@@ -214,12 +222,14 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     if exit_code != 0:
         raise BenchError(f"server exited {exit_code} after SIGTERM; see log {server.output}")
 
-    a, b, c = (statistics.median(times[k]) for k in "abc")
+    a, b, c, d = (statistics.median(times[k]) for k in "abcd")
     rss_ratio = peak / nbytes
+    v2_ratio = b / d  # (mb / d) / (mb / b): v2 ingest rate over v1's
     checks = [
         (f"(b)/(a) <= {TARGET_RATIO_NULL}", b / a <= TARGET_RATIO_NULL, f"{b / a:.2f}"),
         (f"(c) <= {TARGET_SIMPLEFFT_S} s", c <= TARGET_SIMPLEFFT_S, f"{c:.2f} s"),
         (f"peak RSS <= {TARGET_RSS_RATIO} x data", rss_ratio <= TARGET_RSS_RATIO, f"{rss_ratio:.2f} x"),
+        (f"v2/v1 ingest rate >= {TARGET_V2_RATE_RATIO}", v2_ratio >= TARGET_V2_RATE_RATIO, f"{v2_ratio:.2f}"),
     ]
     print()
     print(f"date (UTC):          {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}")
@@ -230,6 +240,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     print(f"(a) baseline:        {a:.3f} s  ({mb / a:.0f} MB/s)  h5py bulk read + sendall to loopback sink")
     print(f"(b) client -c null:  {b:.3f} s  ({mb / b:.0f} MB/s)  ratio (b)/(a) = {b / a:.2f}")
     print(f"(c) -c simplefft:    {c:.3f} s  ({mb / c:.0f} MB/s)  ratio (c)/(a) = {c / a:.2f}")
+    print(f"(d) -c null, MRD v2: {d:.3f} s  ({mb / d:.0f} MB/s)  ingest rate v2/v1 = (b)/(d) = {v2_ratio:.2f}")
     print(f"server peak RSS:     {peak / 1e6:.1f} MB = {rss_ratio:.2f} x data (VmHWM over the whole session)")
     print(f"server exit status:  {exit_code} (SIGTERM)")
     for name, ok, value in checks:
