@@ -4,8 +4,10 @@ XML: every generator's ISMRMRD header is built here from ``ismrmrd.xsd`` types a
 ``ismrmrd.xsd.ToXML``: ``measurementInformation`` (patient position HFS, the protocol name, an
 optional measurement ID), ``acquisitionSystemInformation`` (vendor ``Synthetic``, the generator's
 name as model, field strength, receiver channels), the H1 resonance frequency, one ``encoding``
-(encoded and recon space, encoding limits, trajectory), TR/TE/flip angle, the user parameters and
-optional ``waveformInformation`` entries.
+(encoded and recon space, encoding limits, trajectory, optional ``parallelImaging``), TR/TE (one or
+several echo times)/flip angle, the user parameters and optional ``waveformInformation`` entries; a
+``Scanner`` may add ``measurementDependency`` entries (type, measurement ID) and the relative receiver
+noise bandwidth.
 
 Acquisitions: :func:`readout_headers` fills the fields every generator's readouts share
 (``mrdfile.ACQ_HEADER_DTYPE``); :func:`flag_bit` is the bit of an ``ismrmrd.ACQ_*`` flag.
@@ -34,9 +36,21 @@ class Scanner:
     larmor_hz: int
     coils: int
     measurement_id: str | None = None
+    dependencies: tuple[tuple[str, str], ...] = ()  # (dependencyType, measurementID), e.g. ("Noise", "N1")
+    receiver_noise_bandwidth: float | None = None  # acquisitionSystemInformation/relativeReceiverNoiseBandwidth
 
 
-def encoding(encoded: Space, recon: Space, limits: dict[str, Limit], trajectory: str) -> xsd.encodingType:
+def parallel_imaging(accel_y: int, accel_z: int, calibration: str | None) -> xsd.parallelImagingType:
+    """``parallelImaging``: acceleration along kspace_encoding_step_1 and _2, and the calibration mode
+    (``embedded``, ``separate``, …; None leaves it out)."""
+    mode = xsd.calibrationModeType(calibration) if calibration else None
+    return xsd.parallelImagingType(
+        accelerationFactor=xsd.accelerationFactorType(kspace_encoding_step_1=accel_y, kspace_encoding_step_2=accel_z),
+        calibrationMode=mode)
+
+
+def encoding(encoded: Space, recon: Space, limits: dict[str, Limit], trajectory: str,
+             parallel: xsd.parallelImagingType | None = None) -> xsd.encodingType:
     """One encoding; ``limits`` maps ``encodingLimitsType`` field names to (minimum, maximum, centre)."""
     def space(value: Space) -> xsd.encodingSpaceType:
         (mx, my, mz), (fx, fy, fz) = value
@@ -47,7 +61,7 @@ def encoding(encoded: Space, recon: Space, limits: dict[str, Limit], trajectory:
               for name, (low, high, centre) in limits.items()}
     return xsd.encodingType(encodedSpace=space(encoded), reconSpace=space(recon),
                             encodingLimits=xsd.encodingLimitsType(**bounds),
-                            trajectory=xsd.trajectoryType(trajectory))
+                            trajectory=xsd.trajectoryType(trajectory), parallelImaging=parallel)
 
 
 def user_parameters(longs: Sequence[tuple[str, int]] = (), doubles: Sequence[tuple[str, float]] = (),
@@ -68,20 +82,23 @@ def waveform_information(name: str, kind: str, waveform_id: int) -> xsd.waveform
         userParameters=user_parameters(longs=[("waveform_id", waveform_id)]))
 
 
-def header_xml(scanner: Scanner, encoded: xsd.encodingType, sequence: tuple[float, float, float],
+def header_xml(scanner: Scanner, encoded: xsd.encodingType, sequence: tuple[float, float | Sequence[float], float],
                user: xsd.userParametersType, waveforms: Sequence[xsd.waveformInformationType] = ()) -> str:
-    """The XML header text; ``sequence`` is (TR ms, TE ms, flip angle in degrees)."""
+    """The XML header text; ``sequence`` is (TR ms, TE ms or a sequence of echo times, flip angle in degrees)."""
     tr_ms, te_ms, flip_deg = sequence
+    echo_times = [te_ms] if isinstance(te_ms, (int, float)) else list(te_ms)
     header = xsd.ismrmrdHeader(
         measurementInformation=xsd.measurementInformationType(
             measurementID=scanner.measurement_id, patientPosition=xsd.patientPositionType.HFS,
-            protocolName=scanner.protocol),
+            protocolName=scanner.protocol,
+            measurementDependency=[xsd.measurementDependencyType(dependencyType=kind, measurementID=ident)
+                                   for kind, ident in scanner.dependencies]),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
             systemVendor="Synthetic", systemModel=scanner.model, systemFieldStrength_T=scanner.field_t,
-            receiverChannels=scanner.coils),
+            relativeReceiverNoiseBandwidth=scanner.receiver_noise_bandwidth, receiverChannels=scanner.coils),
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=scanner.larmor_hz),
         encoding=[encoded],
-        sequenceParameters=xsd.sequenceParametersType(TR=[tr_ms], TE=[te_ms], flipAngle_deg=[flip_deg]),
+        sequenceParameters=xsd.sequenceParametersType(TR=[tr_ms], TE=echo_times, flipAngle_deg=[flip_deg]),
         userParameters=user, waveformInformation=list(waveforms))
     return xsd.ToXML(header, encoding="UTF-8")
 
