@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--savedata", action="store_true", help="save all incoming data")
     parser.add_argument("-S", "--savedataFolder", default="/tmp/share/saved_data",
                         help="folder for saved data (also given to modules as connection.savedataFolder)")
+    parser.add_argument("--dependency-folder", default="/tmp/share/dependencies", metavar="DIR",
+                        help="noise covariances stored by noise-only sessions, by measurement ID, for later "
+                        "sessions that name them (also given to modules as connection.dependencyFolder)")
     parser.add_argument("-m", "--multiprocessing", action="store_true",
                         help="run each session in its own process instead of a thread")
     parser.add_argument("-r", "--crlf", action="store_true", help="end log lines with CR LF")
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.logfile, args.crlf, args.stream)
     config = ServerConfig(host=args.host, port=args.port, default_config=args.defaultConfig,
                           savedata=args.savedata, savedata_folder=args.savedataFolder,
+                          dependency_folder=args.dependency_folder,
                           multiprocessing=args.multiprocessing,
                           module_dirs=tuple(args.modules or ()) + (REPO_DIR / "modules",),
                           shutdown_grace_s=args.shutdown_grace, idle_timeout_s=args.idle_timeout,

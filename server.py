@@ -64,6 +64,7 @@ class ServerConfig:
     default_config: str = "invertcontrast"
     savedata: bool = False
     savedata_folder: str = "/tmp/share/saved_data"
+    dependency_folder: str = "/tmp/share/dependencies"  # noise covariances by measurement ID (modules/_noise.py)
     multiprocessing: bool = False
     module_dirs: tuple[Path, ...] = (REPO_DIR / "modules",)
     # FIRE's sync script copies user code to <share>/code; searched after the repository and the working directory.
@@ -429,6 +430,7 @@ class Session:
     def __post_init__(self) -> None:
         self.sid = threading.current_thread().name  # the session id (see new_session_id)
         self.module_name: str | None = None
+        self.connection.dependencyFolder = self.config.dependency_folder
 
     def emit(self, kind: str, **fields: Any) -> None:
         """One dashboard event about this session (nothing when no one watches)."""

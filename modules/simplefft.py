@@ -8,10 +8,15 @@ simplefft: k-space is transformed as measured (no flip), the header is the
 slice's first readout's (without its flags), no ``Keep_image_geometry``;
 ``image_index`` counts the slices from 1.  Images that arrive are ignored
 (one INFO text says so); a group left open at CLOSE is reconstructed as well.
+With the JSON parameter ``prewhiten`` true, every readout is first pre-whitened with the session's noise
+readouts or its Noise dependency (``_noise.PrewhitenedConnection``, docs/modules.md §20).
 """
 import logging
 
+import mrdhelper
+
 import _images
+import _noise
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +30,8 @@ def reconstruct_slice(kspace, metadata, image_index):
 
 def process(connection, config, metadata):
     try:
+        if mrdhelper.get_json_config_param(config, "prewhiten", False, "bool"):
+            connection = _noise.PrewhitenedConnection(connection, metadata)
         got = _images.serve(connection, metadata,
                             on_slice=lambda kspace, index: reconstruct_slice(kspace, metadata, index))
         log.info("simplefft sent %d image(s)", got.slices)
