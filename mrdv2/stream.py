@@ -30,10 +30,11 @@ from typing import Any, BinaryIO, Callable
 
 import ismrmrd
 import mrd
+import numpy as np
 from mrd import _binary
 
 from connection import MessageID, ProtocolError, StreamEnded
-from mrdv2 import convert
+from mrdv2 import _acquisition_codec, convert
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class V2Reader:
                     self._ended = True
                     self._report_skipped()
                     return MessageID.CLOSE, None
-                converted = convert.item_to_v1(item)
+                converted = item if type(item) is ismrmrd.Acquisition else convert.item_to_v1(item)
                 if converted is None:
                     name = type(item).__name__
                     self._skipped[name] = self._skipped.get(name, 0) + 1
@@ -273,7 +274,7 @@ class V2Reader:
         xml = convert.header_to_xml(self.header)
         if len(xml) > self.max_text_bytes:
             raise ProtocolError(f"header of {len(xml)} bytes exceeds the limit of {self.max_text_bytes} bytes")
-        self._items = iter(self._mrd.read_data())
+        self._items = _read_items(self._mrd._stream)
         self._pending.append((MessageID.HEADER, xml))
         return MessageID.CONFIG_FILE, config_of(self.header)
 
@@ -295,6 +296,50 @@ def config_of(header: mrd.Header) -> str:
         if entry.name == CONFIG_PARAMETER and entry.value.strip():
             return entry.value.strip()
     return ""
+
+
+_READ_CASES: list[tuple[type, Any]] = []
+
+
+def _read_cases() -> list[tuple[type, Any]]:
+    """The StreamItem union's cases and mrd's serializers, in mrd's order (``BinaryMrdReader._read_data``),
+    built once."""
+    if not _READ_CASES:
+        b, item, bi = mrd.binary, mrd.StreamItem, _binary
+        _READ_CASES.extend([
+            (item.Acquisition, b.AcquisitionSerializer()),
+            (item.WaveformUint32, b.WaveformSerializer(bi.uint32_serializer)),
+            (item.ImageUint16, b.ImageSerializer(bi.uint16_serializer)),
+            (item.ImageInt16, b.ImageSerializer(bi.int16_serializer)),
+            (item.ImageUint32, b.ImageSerializer(bi.uint32_serializer)),
+            (item.ImageInt32, b.ImageSerializer(bi.int32_serializer)),
+            (item.ImageFloat, b.ImageSerializer(bi.float32_serializer)),
+            (item.ImageDouble, b.ImageSerializer(bi.float64_serializer)),
+            (item.ImageComplexFloat, b.ImageSerializer(bi.complexfloat32_serializer)),
+            (item.ImageComplexDouble, b.ImageSerializer(bi.complexfloat64_serializer)),
+            (item.AcquisitionBucket, b.AcquisitionBucketSerializer()),
+            (item.ReconData, b.ReconDataSerializer()),
+            (item.ArrayComplexFloat, bi.DynamicNDArraySerializer(bi.complexfloat32_serializer)),
+            (item.ImageArray, b.ImageArraySerializer()),
+        ])
+    return _READ_CASES
+
+
+def _read_items(stream: _binary.CodedInputStream) -> Any:
+    """The stream items, as mrd's ``StreamSerializer(UnionSerializer(StreamItem, ...))`` reads them
+    (blocks: a varint count, 0 ends the stream; per item its union index as one byte), except that an
+    Acquisition (index 0) comes as the ``ismrmrd.Acquisition`` that ``convert.acquisition_to_v1``
+    makes of it, read by ``_acquisition_codec`` (the generic path took most of a v2 session's time)."""
+    cases = _read_cases()
+    read_acquisition = _acquisition_codec.read_acquisition
+    while (count := stream.read_unsigned_varint()) > 0:
+        for _ in range(count):
+            index = stream.read_byte()
+            if index == 0:
+                yield read_acquisition(stream)
+            else:
+                case_type, serializer = cases[index]
+                yield case_type(serializer.read(stream))
 
 
 _ITEM_SERIALIZERS: dict[type, Any] = {}
@@ -385,6 +430,9 @@ class V2Writer:
             if self._closed:
                 raise ProtocolError("the MRD v2 stream has ended; nothing more can be sent")
             writer = self._writer()
+            if type(obj) is ismrmrd.Acquisition:
+                self._write_acquisition(writer, bytes(obj._head), obj.data, obj.traj)
+                return
             item = convert.item_to_v2(obj)
             serializer = _item_serializers().get(type(item))
             self._out.hold()
@@ -398,6 +446,18 @@ class V2Writer:
                 writer._stream.flush()
             finally:
                 self._out.release()
+
+    def _write_acquisition(self, writer: mrd.BinaryMrdWriter, head: Any, data: Any, traj: Any) -> None:
+        """An acquisition block, encoded by ``_acquisition_codec`` (the bytes mrd's serializer writes for
+        ``convert.item_to_v2``'s item), sent in one gathered write after what mrd's writer holds."""
+        parts = _acquisition_codec.acquisition_parts(head, data, traj)
+        self._out.hold()
+        try:
+            writer._stream.flush()
+            for part in parts:
+                self._out.write(part)
+        finally:
+            self._out.release()
 
     def send_header(self, xml: str) -> None:
         """The header of the output: the session's own v2 header (the stream-mode echo), else ``xml``."""
@@ -416,6 +476,15 @@ class V2Writer:
 
     def send_acquisition_parts(self, head: bytes | memoryview, traj: Any, data: Any) -> None:
         """An acquisition from its packed v1 header and arrays (``mrdfile.send_messages``)."""
+        head = bytes(head)
+        shape = _acquisition_codec.v1_shapes(head)
+        if (getattr(data, "shape", None) == shape[0] and getattr(traj, "shape", None) == shape[1]
+                and data.dtype == np.complex64 and traj.dtype == np.float32):
+            with self._lock:
+                if self._closed:
+                    raise ProtocolError("the MRD v2 stream has ended; nothing more can be sent")
+                self._write_acquisition(self._writer(), head, data, traj)
+            return
         acq = ismrmrd.Acquisition(ismrmrd.AcquisitionHeader.from_buffer_copy(head))
         if acq.traj.size:
             acq.traj[...] = traj
