@@ -53,6 +53,7 @@ CASES = [
     ("rtspiral_bart_tvrecon", "rtspiral_bart_tvrecon", "spiral_tv", ()),
     ("spiral_xdgrasp_recon", "spiral_xdgrasp_recon", "spiral_xd", ("-w",)),
     ("inference", "inference", "images", ()),
+    ("grappa", "grappa", "accelerated", ()),
     ("legacy_echo", "legacy_echo", "raw", ()),       # tests/legacy_modules (python-ismrmrd-server style)
     ("mixed_sizes", "mixed_sizes", "raw", ()),
 ]
@@ -116,6 +117,9 @@ class Inputs:
 
     def _raw(self, path):  # as tests/test_image_modules.py and tests/test_bartfire.py: 64x64, 4 coils, 2 slices
         return generate_phantom(path, "-m", "64", "-c", "4", "-n", "0", "--slices", "2")
+
+    def _accelerated(self, path):  # grappa's input: R = 2 with 24 embedded ACS lines, noise readouts first
+        return generate_phantom(path, "-m", "64", "-c", "4", "-n", "0.01", "--accel", "2", "--acs", "24")
 
     def _images(self, path):  # simplefft's int16 magnitude images of the raw phantom, with its header
         result = run_client(self.server.port, "-c", "simplefft", "-o", str(path), "-G", "dataset", str(self["raw"]))
