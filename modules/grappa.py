@@ -47,7 +47,7 @@ import dataclasses
 import logging
 import re
 from collections import Counter
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ismrmrd
 import numpy as np
@@ -380,7 +380,8 @@ def _line_indices(readouts: list, encoding: Encoding, shape: tuple[int, int]) ->
     return z, y
 
 
-def readout_kspace(readouts: list, encoding: Encoding, whiten: Optional[np.ndarray]) -> np.ndarray:
+def readout_kspace(readouts: list, encoding: Encoding,
+                   whiten: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
     """Readouts ``[n, coils, kx]``: short ones right-aligned in the encoded row, pre-whitened, the readout
     oversampling removed (centred FFT along x, centre ``recon x`` kept, FFT back)."""
     samples = max(a.number_of_samples for a in readouts)
@@ -392,7 +393,7 @@ def readout_kspace(readouts: list, encoding: Encoding, whiten: Optional[np.ndarr
     for i, acq in enumerate(readouts):
         data[i, :, nx - acq.data.shape[1]:] = acq.data
     if whiten is not None:
-        data = np.matmul(whiten, data)
+        data = whiten(data)
     rx = encoding.recon[0]
     if rx and rx < nx:
         data = _recon.crop_centre(_centred(data, True, (2,)), rx, axis=2)
@@ -405,7 +406,8 @@ def blocks_of(readouts: list, data: np.ndarray, encoding: Encoding, shape: tuple
     z, y = _line_indices(readouts, encoding, shape)
     keys = [(a.idx.repetition, a.idx.contrast, a.idx.phase, a.idx.set, a.idx.slice) for a in readouts]
     order = sorted(set(keys))
-    group = np.array([order.index(k) for k in keys]) if len(order) > 1 else np.zeros(len(keys), dtype=int)
+    number = {key: i for i, key in enumerate(order)}
+    group = np.array([number[k] for k in keys])
     kspace = np.zeros((len(order), data.shape[1]) + shape + (data.shape[2],), dtype=np.complex64)
     count = np.zeros((len(order),) + shape)
     np.add.at(kspace, (group, slice(None), z, y), data)
@@ -486,8 +488,9 @@ def partition_image(pixels: np.ndarray, block: Block, partition: int, partitions
     return image
 
 
-def reconstruct(readouts: list, metadata: Any, settings: Settings, whiten: Optional[np.ndarray]) -> list:
-    """All images of a session's non-noise readouts."""
+def reconstruct(readouts: list, metadata: Any, settings: Settings,
+                whiten: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> list:
+    """All images of a session's non-noise readouts; ``whiten`` maps readouts ``[n, coils, samples]``."""
     encoding = Encoding.of(metadata)
     data = readout_kspace(readouts, encoding, whiten)
     z_all = np.array([a.idx.kspace_encode_step_2 for a in readouts])
@@ -551,10 +554,10 @@ def process(connection, config, metadata):
         noise.finish()
         if not readouts:
             return
-        whiten = noise.whitener(readouts[0].sample_time_us) if settings.prewhiten else None
+        dwell = readouts[0].sample_time_us
+        whiten = (lambda data: noise.whiten(data, dwell)) if settings.prewhiten else None
         images = reconstruct(readouts, metadata, settings, whiten)
         connection.send_image(images)
-        log.info("grappa sent %d image(s)%s", len(images), f", pre-whitened ({noise.source})" if whiten is not None
-                 else "")
+        log.info("grappa sent %d image(s)", len(images))
     finally:
         connection.send_close()

@@ -179,8 +179,10 @@ def test_pocs_recovers_the_omitted_quarter_of_kspace(tmp_path):
     k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil, axes=axes), axes=axes), axes=axes)[:, None]
     partial = k.copy()
     partial[:, :, :16] = 0
-    image = lambda kspace: rss(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace[:, 0], axes=axes), axes=axes),  # noqa: E731
-                                               axes=axes))
+
+    def image(kspace):
+        return rss(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace[:, 0], axes=axes), axes=axes), axes=axes))
+
     mask = truth["phantom"][0] > 0
     zero_filled = nrmse(image(partial)[mask], rss(coil)[mask])
     completed = nrmse(image(grappa.pocs(partial.astype(np.complex64), ((0, 0), (16, 63)), 10))[mask], rss(coil)[mask])
@@ -307,7 +309,8 @@ def bart_dataset(path, kspace, accel=1, acs=0, partial_fourier=1.0, noise=0.002,
     sigma = noise * rss(np.moveaxis(full, 2, 0)).max() * n
     rng = np.random.default_rng(seed)
     ky = lines.image[:, 1]
-    data = np.concatenate([np.zeros((16, coils, n), np.complex64), np.moveaxis(kspace[:, ky, :], 1, 0).transpose(0, 2, 1)])
+    lines_data = np.moveaxis(kspace[:, ky, :], 1, 0).transpose(0, 2, 1)  # [line, coil, readout]
+    data = np.concatenate([np.zeros((16, coils, n), np.complex64), lines_data])
     data = data + (rng.standard_normal(data.shape) + 1j * rng.standard_normal(data.shape)) * (sigma / np.sqrt(2))
     heads = _mrd_header.readout_headers(len(data), 7, n, coils, 5.0)
     heads["scan_counter"] = np.arange(1, len(data) + 1)

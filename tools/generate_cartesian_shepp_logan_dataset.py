@@ -37,9 +37,9 @@ More dimensions: ``--averages A`` acquires every line A times (``idx.average``, 
 ``--3d`` makes one 3-D slab of ``--partitions NZ`` kz partitions (``kspace_encode_step_2``; partition
 thickness ``FOV / m``, partition p at ``position + slice_dir (p - NZ//2) FOV / m``): ``phantom`` is
 ``[NZ, m, m]`` (the ellipses as ellipsoids of half-length 0.8 along z, in units of half the slab:
-partition p, at ``z = (p - NZ//2) / (NZ/2)``, scaled by ``sqrt(1 - (z / 0.8)^2)``), ``csm`` ``[coils, NZ, m, m]`` (two rings of coils, so the maps vary
-along z), ``coil_images`` ``[NZ, coils, m, m]``; k-space is the centred 3-D FFT and ``sigma`` grows
-with ``sqrt(NZ)``.
+partition p, at ``z = (p - NZ//2) / (NZ/2)``, scaled by ``sqrt(1 - (z / 0.8)^2)``), ``csm``
+``[coils, NZ, m, m]`` (two rings of coils, so the maps vary along z), ``coil_images``
+``[NZ, coils, m, m]``; k-space is the centred 3-D FFT and ``sigma`` grows with ``sqrt(NZ)``.
 
 Noise dependencies: ``--measurement-id ID`` names the measurement in the header, ``--noise-dependency
 ID`` adds a ``measurementDependency`` of type Noise; ``--noise-only`` writes the noise readouts only and
@@ -75,8 +75,8 @@ SLICE_THICKNESS_MM = 5.0
 MEASUREMENT_UID = 1001
 TIME_STAMP_START = 14_400_000  # 10:00:00 in 2.5 ms ticks since midnight
 TICKS_PER_READOUT = 2  # TR 5 ms
-ECHO_SPACING_MS = 30.0
-SLAB_EXTENT = 0.8  # the 3-D phantom's half-length along z, in units of half the slab  # TE of contrast c: 2.5 ms + c * 30 ms
+ECHO_SPACING_MS = 30.0  # TE of contrast c: 2.5 ms + c * 30 ms
+SLAB_EXTENT = 0.8  # the 3-D phantom's half-length along z, in units of half the slab
 
 
 def shepp_logan(matrix: int, scale: float = 1.0) -> np.ndarray:
