@@ -139,18 +139,6 @@ def json_config_text(config: str, file_json: str | None, strip_module_keys: bool
     return json.dumps(parsed), source
 
 
-def header_with_config(xml: str, config: str) -> str:
-    """The XML header with the user parameter string ``config`` set to the module name: an MRD v2
-    stream has no configuration message, so the server reads the module from there."""
-    header = ismrmrd.xsd.CreateFromDocument(xml)
-    if header.userParameters is None:
-        header.userParameters = ismrmrd.xsd.userParametersType()
-    strings = [p for p in header.userParameters.userParameterString if p.name != "config"]
-    header.userParameters.userParameterString = strings + [ismrmrd.xsd.userParameterStringType(name="config",
-                                                                                                 value=config)]
-    return ismrmrd.xsd.ToXML(header)
-
-
 def connect(host: str, port: int, attempts: int = CONNECT_ATTEMPTS) -> socket.socket:
     """A connected socket; ConnectionError after ``attempts`` failures 1 s apart (one attempt: no warning
     line, the reason in the exception)."""
@@ -581,8 +569,9 @@ def run(args: argparse.Namespace) -> int:
             v2_header = None
             if args.format == "v2":
                 try:
-                    v2_header = header_with_config(data.xml, config)
                     from mrdv2.convert import header_from_xml
+                    from mrdv2.stream import xml_with_config
+                    v2_header = xml_with_config(data.xml, config)
                     header_from_xml(v2_header)  # what V2Writer will send: fails here, not half-way
                 except Exception as exc:  # xsdata and the converter raise several types
                     log.error("Cannot send %s:/%s as MRD v2: its XML header is not a valid ISMRMRD header, and v2 "

@@ -29,6 +29,7 @@ import threading
 from typing import Any, BinaryIO, Callable
 
 import ismrmrd
+import ismrmrd.xsd
 import mrd
 import numpy as np
 from mrd import _binary
@@ -287,6 +288,20 @@ class V2Reader:
     def _report_skipped(self) -> None:
         for name, count in self._skipped.items():
             log.warning("MRD v2: %d %s item(s) skipped: MRD v1 modules cannot receive them", count, name)
+
+
+def xml_with_config(xml: str, config: str) -> str:
+    """The XML header with the user parameter string ``config`` set to ``config`` (the module the
+    server is to run: a v2 stream has no configuration message); ``config`` empty: unchanged."""
+    if not config:
+        return xml
+    header = ismrmrd.xsd.CreateFromDocument(xml)
+    if header.userParameters is None:
+        header.userParameters = ismrmrd.xsd.userParametersType()
+    strings = [p for p in header.userParameters.userParameterString if p.name != CONFIG_PARAMETER]
+    header.userParameters.userParameterString = strings + [
+        ismrmrd.xsd.userParameterStringType(name=CONFIG_PARAMETER, value=config)]
+    return ismrmrd.xsd.ToXML(header)
 
 
 def config_of(header: mrd.Header) -> str:

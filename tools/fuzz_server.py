@@ -370,20 +370,6 @@ def _varint_end(data: bytes, offset: int) -> int:
     return min(end + 1, len(data))
 
 
-def header_xml_with_config(xml: str, config: str) -> str:
-    """The XML header with the user parameter string ``config`` (the module, as ``client.py --format v2``
-    sends it); ``config`` empty: unchanged."""
-    if not config:
-        return xml
-    header = ismrmrd.xsd.CreateFromDocument(xml)
-    if header.userParameters is None:
-        header.userParameters = ismrmrd.xsd.userParametersType()
-    strings = [p for p in header.userParameters.userParameterString if p.name != "config"]
-    header.userParameters.userParameterString = strings + [ismrmrd.xsd.userParameterStringType(name="config",
-                                                                                                 value=config)]
-    return ismrmrd.xsd.ToXML(header)
-
-
 def _elements(array: np.ndarray) -> bytes:
     """The elements of an array as yardl writes them: integers as varints (signed ones zigzag
     encoded), floating-point and complex numbers as their little-endian bytes."""
@@ -456,9 +442,10 @@ def build_v2_session(phantom: Phantom, config: str, extras: tuple[str, ...] = ()
     """A valid MRD v2 session (mrd.BinaryMrdWriter: preamble, the phantom's header with ``config`` as
     its user parameter string, each item a block of one, the final 0 count) as segments."""
     from mrdv2 import convert
+    from mrdv2.stream import xml_with_config
     buf = io.BytesIO()
     writer = mrd.BinaryMrdWriter(buf)
-    writer.write_header(convert.header_from_xml(header_xml_with_config(phantom.xml, config)))
+    writer.write_header(convert.header_from_xml(xml_with_config(phantom.xml, config)))
     writer._stream.flush()
     start = buf.getvalue()
     schema = mrd.BinaryMrdReader.schema.encode()
