@@ -17,7 +17,7 @@ LAYERS = {
     "_errors": 1, "_backend": 1, "_spiral": 1, "_binning": 1, "_gpu_gridding": 1, "_noise": 1,
     "_coils": 2, "_bart": 2, "_toml": 2,
     "_recon": 3, "_gridding": 3, "bart": 3,
-    "_images": 4, "_view_sharing": 4, "_spiral_io": 4,
+    "_images": 4, "_view_sharing": 4, "_spiral_io": 4, "_parallel": 4,
     "_spiral_bart": 5,
 }
 FILES = sorted(MODULES.glob("*.py"))
