@@ -54,6 +54,7 @@ CASES = [
     ("spiral_xdgrasp_recon", "spiral_xdgrasp_recon", "spiral_xd", ("-w",)),
     ("inference", "inference", "images", ()),
     ("grappa", "grappa", "accelerated", ()),
+    ("espirit", "espirit", "accelerated", ()),
     ("legacy_echo", "legacy_echo", "raw", ()),       # tests/legacy_modules (python-ismrmrd-server style)
     ("mixed_sizes", "mixed_sizes", "raw", ()),
 ]
