@@ -53,6 +53,7 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_DIR / "bench"), str(REPO_DIR)]
 
 from bench_core import BenchError, count_images, machine_description, phantom_data  # noqa: E402
+from bench_load import int_list  # noqa: E402
 
 CLUSTER = REPO_DIR / "tools" / "cluster.py"
 MODULES_DIR = REPO_DIR / "bench" / "modules"
@@ -245,13 +246,6 @@ def run(args: argparse.Namespace, tmp: Path, command: str) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -261,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coils", type=int, default=8, help="simplefft phantom coils")
     parser.add_argument("--repetitions", type=int, default=2,
                         help="simplefft phantom repetitions (also the number of images it must return)")
-    parser.add_argument("--instances", type=_int_list, default=[1, 3],
+    parser.add_argument("--instances", type=int_list, default=[1, 3],
                         help="instance counts, one cluster each; ratios against the first")
     parser.add_argument("--clients", type=int, default=12, help="concurrent clients per round")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per module and cluster")

@@ -170,7 +170,8 @@ def run(args: argparse.Namespace, tmp: Path, command: str) -> int:
     return 0
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
+    """argparse type: a comma-separated list of positive integers."""
     values = [int(v) for v in text.split(",") if v.strip()]
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser, coils=16, repetitions=3)
-    parser.add_argument("--clients", type=_int_list, default=[1, 2, 4, 8], help="concurrent client counts")
+    parser.add_argument("--clients", type=int_list, default=[1, 2, 4, 8], help="concurrent client counts")
     parser.add_argument("--modes", type=_mode_list, default=["threads", "processes"],
                         help="server modes (processes: -m)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per client count; the median is reported")

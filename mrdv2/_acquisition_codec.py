@@ -300,7 +300,8 @@ def read_acquisition(stream: Any) -> ismrmrd.Acquisition:
 _BYTE = [bytes((i,)) for i in range(128)]
 
 
-def _uv(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """The unsigned LEB128 varint of yardl's binary format."""
     if value < 0x80:
         return _BYTE[value]
     out = bytearray()
@@ -311,14 +312,14 @@ def _uv(value: int) -> bytes:
     return bytes(out)
 
 
-_VARINT = [_uv(i) for i in range(1 << 14)]  # the one- and two-byte varints
+_VARINT = [varint(i) for i in range(1 << 14)]  # the one- and two-byte varints
 
 
 def _varint_bytes(values: list[int]) -> bytes:
     if max(values) < 0x80:
         return bytes(values)
     table = _VARINT
-    return b"".join([table[v] if v < 16384 else _uv(v) for v in values])
+    return b"".join([table[v] if v < 16384 else varint(v) for v in values])
 
 
 def _order_bytes(mask: bytes) -> bytes:
@@ -326,7 +327,7 @@ def _order_bytes(mask: bytes) -> bytes:
     enc = _ORDER_CACHE.get(mask)
     if enc is None:
         order = convert._mask_to_order(mask)
-        enc = _uv(len(order)) + (_varint_bytes(order) if order else b"")
+        enc = varint(len(order)) + (_varint_bytes(order) if order else b"")
         if len(_ORDER_CACHE) < _CACHE_LIMIT:
             _ORDER_CACHE[mask] = enc
     return enc

@@ -79,6 +79,7 @@ sys.path.insert(0, str(REPO_DIR))
 from connection import MessageReader, MessageWriter, MrdError  # noqa: E402
 from constants import MessageID  # noqa: E402
 from main import DefaultsHelpFormatter  # noqa: E402
+from mrdv2._acquisition_codec import varint  # noqa: E402
 from tools._server_harness import ServerProcess  # noqa: E402
 
 CONFIGS = ("simplefft", "invertcontrast", "null")
@@ -351,16 +352,6 @@ class Segment:
     data: bytes
     varints: tuple[tuple[str, int], ...] = ()  # (name, offset in data) of the varint counts and lengths
     union: int | None = None  # offset of the union index (items) or the optional's flag (header)
-
-
-def varint(value: int) -> bytes:
-    """The unsigned LEB128 varint of yardl's binary format."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _varint_end(data: bytes, offset: int) -> int:
