@@ -46,7 +46,7 @@ import ismrmrd.xsd
 import constants
 import mrdfile
 from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, READ_BUFFER_BYTES, MessageID, MessageReader,
-                        MessageWriter, MrdError, StreamEnded, socket_sender)
+                        MessageWriter, MrdError, StreamEnded, socket_sender, stream_format)
 
 log = logging.getLogger("client")
 
@@ -174,9 +174,8 @@ class ReplyReader:
 
     def read(self) -> tuple[int | None, Any]:
         if self.reader is None:
-            from mrdv2.stream import V2Reader, is_v2_start
-            first = self.stream.peek(1)[:1]
-            if not first or is_v2_start(first):
+            if stream_format(self.stream) != "v1":  # v2, or nothing: the v2 reader says what is wrong
+                from mrdv2.stream import V2Reader
                 self.reader = V2Reader(self.stream, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
             else:
                 self.reader = MessageReader(self.stream)

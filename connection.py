@@ -243,12 +243,16 @@ def socket_reader(sock: socket.socket) -> BinaryIO:
     return sock.makefile("rb", buffering=READ_BUFFER_BYTES)
 
 
-def first_byte(stream: BinaryIO) -> bytes:
-    """The stream's first byte without consuming it (``peek``); empty at its end or on a timeout."""
+def stream_format(stream: BinaryIO) -> str | None:
+    """``"v1"`` or ``"v2"`` (MRD v2, yardl) from the stream's first byte, peeked, not consumed; None at
+    its end or on a timeout."""
     try:
-        return stream.peek(1)[:1]
+        first = stream.peek(1)[:1]
     except (TimeoutError, OSError):
-        return b""
+        return None
+    if not first:
+        return None
+    return "v2" if first == constants.MRD_V2_FIRST_BYTE else "v1"
 
 
 class MessageWriter:

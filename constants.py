@@ -102,6 +102,10 @@ IMAGE_DTYPES = {
 }
 
 # Logging level prefixes of ``Connection.send_logging`` (8 characters each).
+# An MRD v2 (yardl) stream starts with b"yardl"; no v1 message ID has 0x79 ("y") as its low byte, so the
+# first byte tells the formats apart (docs/protocol.md §11.3).
+MRD_V2_FIRST_BYTE = b"y"
+
 MRD_LOGGING_DEBUG = "DEBUG   "
 MRD_LOGGING_INFO = "INFO    "
 MRD_LOGGING_WARNING = "WARNING "

@@ -38,7 +38,7 @@ import numpy as np
 
 import constants
 from connection import (Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded, socket_sender,
-                        stream_sender, first_byte, socket_reader)
+                        stream_sender, socket_reader, stream_format)
 from mrdsave import SessionRecorder, recover_crashed
 
 log = logging.getLogger(__name__)
@@ -682,11 +682,7 @@ def run_stream(config: ServerConfig, module: str | None, stdin: BinaryIO, stdout
 
 def v2_connection_wanted(stream: BinaryIO) -> bool:
     """Whether the stream starts as MRD v2 (``yardl``): its first byte tells (docs/protocol.md §11)."""
-    first = first_byte(stream)
-    if not first or not first.startswith(b"y"):
-        return False
-    import mrdv2.stream  # mrd-python only for v2 sessions
-    return mrdv2.stream.is_v2_start(first)
+    return stream_format(stream) == "v2"
 
 
 def v2_connection(stream: BinaryIO, send_parts: Callable[[list], None], config: ServerConfig,

@@ -40,7 +40,6 @@ from mrdv2 import _acquisition_codec, convert
 log = logging.getLogger(__name__)
 
 MAGIC = b"yardl"
-FIRST_BYTE = MAGIC[:1]  # no v1 message ID has 0x79 ("y") as its low byte
 FORMAT_VERSION = 1
 SCHEMA = mrd.BinaryMrdReader.schema
 MAX_SCHEMA_BYTES = 1 << 20
@@ -48,11 +47,6 @@ CONFIG_PARAMETER = "config"  # header userParameters/userParameterString that na
 _INT32 = struct.Struct("<i")
 _MESSAGE_IDS = {ismrmrd.Acquisition: MessageID.ACQUISITION, ismrmrd.Image: MessageID.IMAGE,
                 ismrmrd.Waveform: MessageID.WAVEFORM}
-
-
-def is_v2_start(first: bytes) -> bool:
-    """Whether a stream whose first byte is ``first`` is MRD v2 (``yardl``) rather than v1."""
-    return first[:1] == FIRST_BYTE
 
 
 class _PatientInputStream(_binary.CodedInputStream):

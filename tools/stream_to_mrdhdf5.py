@@ -33,7 +33,7 @@ import h5py  # noqa: E402
 
 import mrdfile  # noqa: E402
 from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, MessageID, MessageReader,  # noqa: E402
-                        ProtocolError, first_byte)
+                        ProtocolError, stream_format)
 
 log = logging.getLogger("stream_to_mrdhdf5")
 
@@ -100,8 +100,7 @@ def stream_reader(source: BinaryIO) -> Any:
     """The reader of the stream's format, MRD v1 or v2 (``yardl``), told by its first byte."""
     if not isinstance(source, io.BufferedReader):
         source = io.BufferedReader(source)
-    first = first_byte(source)
-    if first[:1] == b"y":
+    if stream_format(source) == "v2":
         from mrdv2.stream import V2Reader  # mrd-python only for v2 streams
         return V2Reader(source, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES)
     return MessageReader(source)
