@@ -549,7 +549,7 @@ class Session:
         log.log(logging.WARNING if result.status == "FAIL" else logging.INFO, "%s", text)
         self.connection.send_text(text)
         self.connection.image_meta = result.meta()
-        self.emit("session_qa", qa=result.to_dict() | {"text": text})
+        self.emit("session_qa", qa=result.to_dict())  # to_dict carries the text
 
     def _module_overran(self, name: str) -> None:
         """Watchdog: the module ran past ``module_timeout_s``: report it, CLOSE, and cut its input."""
