@@ -4,14 +4,89 @@ This file is the single source of the numbers of the MRD streaming protocol
 (see docs/protocol.md §2–§5).  The legacy ``MRD_MESSAGE_*`` names,
 ``struct.Struct`` objects and ``SIZEOF_*`` companions are kept because modules
 written for python-ismrmrd-server import them.
+
+Imported before ``ismrmrd`` (as ``client.py`` does), it defers ismrmrd's XML-schema
+code until a header is parsed or written: :func:`_defer_ismrmrd_xsd`.
 """
 import argparse
 import ctypes
 import enum
+import importlib.machinery
+import importlib.util
 import struct
+import sys
+import types
 
-import ismrmrd
-import ismrmrd.image
+
+def _defer_ismrmrd_xsd() -> None:
+    """Put a stand-in for ``ismrmrd.xsd`` in ``sys.modules`` that loads the real one at first use.
+
+    ``import ismrmrd`` always imports ``ismrmrd.xsd`` (xsdata and the generated schema classes,
+    about 40 ms of a client's 0.15 s start-up), which only parsing or writing an XML header
+    needs; the client sends the header as text.  The stand-in's ``ToXML`` and
+    ``CreateFromDocument`` (the names ``ismrmrd.file`` imports) and any other attribute load
+    the real module on first use, which then replaces the stand-in in ``sys.modules`` and as
+    ``ismrmrd.xsd``; its ``ismrmrdHeader`` (imported by ``ismrmrd.serialization``) is a class
+    that checks instances against, and constructs, the real one.  Does nothing once ``ismrmrd`` is imported or when its files are not found.
+    """
+    if "ismrmrd" in sys.modules:
+        return
+    package = importlib.util.find_spec("ismrmrd")
+    real_spec = (importlib.machinery.PathFinder.find_spec("ismrmrd.xsd", package.submodule_search_locations)
+                 if package is not None and package.submodule_search_locations else None)
+    if real_spec is None or real_spec.loader is None:
+        return
+
+    class DeferredXsd(types.ModuleType):
+        def __getattr__(self, name: str):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return getattr(load(), name)
+
+    class DeferredClass(type):
+        """``ismrmrd.serialization`` imports ``ismrmrdHeader`` for annotations and isinstance
+        checks: this stand-in class answers those and constructs the real class."""
+
+        def __instancecheck__(cls, obj: object) -> bool:
+            return "ismrmrd.xsd" in sys.modules and sys.modules["ismrmrd.xsd"] is not stand_in \
+                and isinstance(obj, load().ismrmrdHeader)
+
+        def __call__(cls, *args, **kwargs):
+            return load().ismrmrdHeader(*args, **kwargs)
+
+    stand_in = DeferredXsd("ismrmrd.xsd", "ismrmrd's XML schema, loaded at first use (constants.py)")
+
+    def load() -> types.ModuleType:
+        if sys.modules.get("ismrmrd.xsd") is stand_in:
+            module = importlib.util.module_from_spec(real_spec)
+            sys.modules["ismrmrd.xsd"] = module
+            try:
+                real_spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules["ismrmrd.xsd"] = stand_in
+                raise
+            if "ismrmrd" in sys.modules:
+                sys.modules["ismrmrd"].xsd = module
+        return sys.modules["ismrmrd.xsd"]
+
+    def ToXML(*args, **kwargs):  # noqa: N802 (ismrmrd's name)
+        return load().ToXML(*args, **kwargs)
+
+    def CreateFromDocument(*args, **kwargs):  # noqa: N802 (ismrmrd's name)
+        return load().CreateFromDocument(*args, **kwargs)
+
+    stand_in.ToXML, stand_in.CreateFromDocument = ToXML, CreateFromDocument
+    stand_in.ismrmrdHeader = DeferredClass("ismrmrdHeader", (), {"__module__": "ismrmrd.xsd"})
+    sys.modules["ismrmrd.xsd"] = stand_in
+
+
+_defer_ismrmrd_xsd()
+
+import ismrmrd  # noqa: E402
+import ismrmrd.image  # noqa: E402
+
+if not hasattr(ismrmrd, "xsd"):  # ``from . import xsd`` found the stand-in in sys.modules, without binding it
+    ismrmrd.xsd = sys.modules["ismrmrd.xsd"]
 
 # ismrmrd 1.15 no longer exports get_dtype_from_data_type at the top level (it moved to ismrmrd.image);
 # modules written for earlier releases, e.g. python-ismrmrd-server's spectroscopy.py, still call

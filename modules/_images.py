@@ -8,12 +8,16 @@ read once into :class:`ImageOptions`; bad values raise ``_errors.ConfigError``.
 
 :func:`serve` is the session loop every example module shares: readouts are
 grouped per slice, images per series, and what the module's callbacks return
-is sent; :func:`slice_image` turns a finished slice into an int16 image.
+is sent; a finished slice is reconstructed on a second thread while the next
+one arrives (:class:`SliceWorker`); :func:`slice_image` turns a finished slice
+into an int16 image.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 from typing import Any, Callable, Optional
 
 import ismrmrd
@@ -234,47 +238,111 @@ SliceHandler = Callable[[_recon.SliceKspace, int], Any]
 GroupHandler = Callable[[list], Any]
 
 
+class SliceWorker:
+    """Runs the jobs of finished slices in order on one thread while the session thread reads on.
+
+    The thread carries the session thread's name (the log's session id) and starts with the
+    first job.  :meth:`submit` first waits for the job before it, so at most one slice is being
+    reconstructed while the next fills: receiving overlaps the FFTs (NumPy and scipy.fft release
+    the GIL), and memory holds two slices at most.  A job's exception is raised, with its own
+    traceback, in the session thread at the next :meth:`submit` or :meth:`wait`; the jobs after
+    it are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as exc:  # handed to the session thread, which raises it
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, job: Callable[[], Any]) -> None:
+        """Queue ``job`` once the previous one is done (raising its error, if it had one)."""
+        self.wait()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=threading.current_thread().name, daemon=True)
+            self._thread.start()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Block until every job submitted is done; raise the first error of one."""
+        self._jobs.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Finish the jobs submitted (their errors are kept, not raised) and end the thread."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 def serve(connection: Any, metadata: Any, on_slice: Optional[SliceHandler] = None,
           on_group: Optional[GroupHandler] = None) -> Received:
     """Read a session to CLOSE, sending what the callbacks return (an image, a list or None).
 
     ``on_slice(kspace, image_index)`` gets each finished :class:`_recon.SliceKspace`
-    (imaging readouts until ``LAST_IN_SLICE``; image_index counts from 1);
-    ``on_group(images)`` gets each run of images with the same
-    ``image_series_index``.  Leftovers are handed over at CLOSE.  Input without
-    a callback is counted and reported once, as an INFO text, as ignored.
-    Waveforms and texts are ignored.  CLOSE is the module's to send.
+    (imaging readouts until ``LAST_IN_SLICE``; image_index counts from 1), on the
+    :class:`SliceWorker` thread, one slice after the other, while the next slice is
+    received; ``on_group(images)`` gets each run of images with the same
+    ``image_series_index``, on the session thread, after every slice before it is
+    done and sent (so what goes out keeps the input's order).  Leftovers are handed
+    over at CLOSE.  Input without a callback is counted and reported once, as an
+    INFO text, as ignored.  Waveforms and texts are ignored.  CLOSE is the module's
+    to send; when reading fails, the slices finished before are still sent.
     """
     slices = _recon.SliceGrouper(metadata)
     group: list[ismrmrd.Image] = []
     got = Received()
+    worker = SliceWorker()
 
     def finish_slice(done: Optional[_recon.SliceKspace]) -> None:
         if done is not None:
             got.slices += 1
-            connection.send_image(on_slice(done, got.slices))
+            index = got.slices
+            worker.submit(lambda: connection.send_image(on_slice(done, index)))
 
-    for item in connection:
-        if item is None:
-            break
-        if isinstance(item, ismrmrd.Acquisition):
-            got.acquisitions += 1
-            if on_slice is not None:
-                finish_slice(slices.add(item))
-        elif isinstance(item, ismrmrd.Image):
-            got.images += 1
-            if on_group is None:
-                continue
-            if group and item.image_series_index != group[-1].image_series_index:
-                connection.send_image(on_group(group))
-                group = []
-            group.append(item)
-        else:
-            log.debug("Ignoring %s", type(item).__name__)
-    if on_slice is not None:
-        finish_slice(slices.flush())
-    if group:
+    def send_group() -> None:
+        worker.wait()
         connection.send_image(on_group(group))
+
+    try:
+        for item in connection:
+            if item is None:
+                break
+            if isinstance(item, ismrmrd.Acquisition):
+                got.acquisitions += 1
+                if on_slice is not None:
+                    finish_slice(slices.add(item))
+            elif isinstance(item, ismrmrd.Image):
+                got.images += 1
+                if on_group is None:
+                    continue
+                if group and item.image_series_index != group[-1].image_series_index:
+                    send_group()
+                    group = []
+                group.append(item)
+            else:
+                log.debug("Ignoring %s", type(item).__name__)
+        if on_slice is not None:
+            finish_slice(slices.flush())
+        if group:
+            send_group()
+        worker.wait()
+    finally:
+        worker.close()
     _report_ignored(connection, on_slice is None and got.acquisitions, "raw data", "acquisitions", "images")
     _report_ignored(connection, on_group is None and got.images, "images", "images", "raw data")
     return got
