@@ -653,5 +653,22 @@ def finish(args: argparse.Namespace, session: Session, config: str, outfile: str
     return EXIT_FAILED if failures or receiver.errors else EXIT_OK
 
 
+def exit_now(status: int) -> None:
+    """Exit with ``status`` once the logs and standard streams are flushed, skipping the interpreter's
+    teardown (40 ms here, freeing numpy, h5py and ismrmrd objects one by one).  Only when no HDF5
+    file is open (HDF5 flushes open files at the C library's exit, which ``os._exit`` skips), and
+    not under a profiler or tracer (cProfile, coverage), which write their results at exit."""
+    files_open = h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE)
+    if files_open or sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

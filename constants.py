@@ -18,24 +18,32 @@ import sys
 import types
 
 
-def _defer_ismrmrd_xsd() -> None:
+# The names ismrmrd's own modules import from ismrmrd.xsd while ``import ismrmrd`` runs.
+_XSD_NAMES_IMPORTED_BY_ISMRMRD = ("ToXML", "CreateFromDocument", "ismrmrdHeader")
+
+
+def _defer_ismrmrd_xsd() -> types.ModuleType | None:
     """Put a stand-in for ``ismrmrd.xsd`` in ``sys.modules`` that loads the real one at first use.
 
     ``import ismrmrd`` always imports ``ismrmrd.xsd`` (xsdata and the generated schema classes,
     about 40 ms of a client's 0.15 s start-up), which only parsing or writing an XML header
-    needs; the client sends the header as text.  The stand-in's ``ToXML`` and
-    ``CreateFromDocument`` (the names ``ismrmrd.file`` imports) and any other attribute load
-    the real module on first use, which then replaces the stand-in in ``sys.modules`` and as
-    ``ismrmrd.xsd``; its ``ismrmrdHeader`` (imported by ``ismrmrd.serialization``) is a class
-    that checks instances against, and constructs, the real one.  Does nothing once ``ismrmrd`` is imported or when its files are not found.
+    needs; the client sends the header as text.  Any attribute of the stand-in loads the real
+    module, which then replaces it in ``sys.modules`` and as ``ismrmrd.xsd``.  While ``ismrmrd``
+    itself is imported, the stand-in also answers the names its modules import from it
+    (``_XSD_NAMES_IMPORTED_BY_ISMRMRD``): ``ToXML`` and ``CreateFromDocument`` load on call,
+    ``ismrmrdHeader`` (``ismrmrd.serialization``'s annotations and isinstance checks) is a class
+    that checks instances against, and constructs, the real one.  :func:`_end_xsd_deferral`
+    removes those afterwards, so whoever imports a name later gets the real object.
+    Returns the stand-in; None (nothing done) once ``ismrmrd`` is imported or when its files are
+    not found.
     """
     if "ismrmrd" in sys.modules:
-        return
+        return None
     package = importlib.util.find_spec("ismrmrd")
     real_spec = (importlib.machinery.PathFinder.find_spec("ismrmrd.xsd", package.submodule_search_locations)
                  if package is not None and package.submodule_search_locations else None)
     if real_spec is None or real_spec.loader is None:
-        return
+        return None
 
     class DeferredXsd(types.ModuleType):
         def __getattr__(self, name: str):
@@ -44,12 +52,8 @@ def _defer_ismrmrd_xsd() -> None:
             return getattr(load(), name)
 
     class DeferredClass(type):
-        """``ismrmrd.serialization`` imports ``ismrmrdHeader`` for annotations and isinstance
-        checks: this stand-in class answers those and constructs the real class."""
-
         def __instancecheck__(cls, obj: object) -> bool:
-            return "ismrmrd.xsd" in sys.modules and sys.modules["ismrmrd.xsd"] is not stand_in \
-                and isinstance(obj, load().ismrmrdHeader)
+            return sys.modules.get("ismrmrd.xsd") is not stand_in and isinstance(obj, load().ismrmrdHeader)
 
         def __call__(cls, *args, **kwargs):
             return load().ismrmrdHeader(*args, **kwargs)
@@ -78,15 +82,26 @@ def _defer_ismrmrd_xsd() -> None:
     stand_in.ToXML, stand_in.CreateFromDocument = ToXML, CreateFromDocument
     stand_in.ismrmrdHeader = DeferredClass("ismrmrdHeader", (), {"__module__": "ismrmrd.xsd"})
     sys.modules["ismrmrd.xsd"] = stand_in
+    return stand_in
 
 
-_defer_ismrmrd_xsd()
+def _end_xsd_deferral(stand_in: types.ModuleType | None) -> None:
+    """After ``import ismrmrd``: bind the stand-in as ``ismrmrd.xsd`` (``from . import xsd`` found it
+    in ``sys.modules`` without binding it) and drop the names only ismrmrd's import needed."""
+    if stand_in is None or sys.modules.get("ismrmrd.xsd") is not stand_in:
+        return
+    if not hasattr(ismrmrd, "xsd"):
+        ismrmrd.xsd = stand_in
+    for name in _XSD_NAMES_IMPORTED_BY_ISMRMRD:
+        stand_in.__dict__.pop(name, None)
+
+
+_deferred_xsd = _defer_ismrmrd_xsd()
 
 import ismrmrd  # noqa: E402
 import ismrmrd.image  # noqa: E402
 
-if not hasattr(ismrmrd, "xsd"):  # ``from . import xsd`` found the stand-in in sys.modules, without binding it
-    ismrmrd.xsd = sys.modules["ismrmrd.xsd"]
+_end_xsd_deferral(_deferred_xsd)
 
 # ismrmrd 1.15 no longer exports get_dtype_from_data_type at the top level (it moved to ismrmrd.image);
 # modules written for earlier releases, e.g. python-ismrmrd-server's spectroscopy.py, still call

@@ -27,6 +27,10 @@ assert isinstance(header, ser.ismrmrdHeader) and not isinstance("text", ser.ismr
 out = io.BytesIO()
 ProtocolSerializer(out).serialize(header)
 assert len(out.getvalue()) > 1000
+import mrdv2.convert  # imports names from ismrmrd.xsd after ismrmrd's import: it gets the real ones
+assert mrdv2.convert.header_from_xml is not None
+from ismrmrd.xsd import ToXML
+assert ToXML is sys.modules["ismrmrd.xsd"].ToXML
 print("ok")
 """
 
