@@ -154,3 +154,15 @@ def test_summary_names_the_json_file_the_send_rate_and_the_total_time(server, ph
                      r"\(1 in series 0\).*; [0-9.]+ s in all", result.stdout)
     none = run_client(server.port, "-c", "simplefft", "-o", str(tmp_path / "o.h5"), str(phantom), cwd=tmp_path)
     assert "JSON config: none" in none.stdout
+
+
+def test_the_quick_exit_keeps_the_output_and_profilers_still_write(server, phantom, tmp_path):
+    """client.py ends with os._exit (no interpreter teardown) when no HDF5 file is open: the output
+    must be complete; under cProfile the normal exit runs, so the profile is written."""
+    out, profile = tmp_path / "o.h5", tmp_path / "client.prof"
+    assert run_client(server.port, "-c", "simplefft", "-o", str(out), "-G", "g", str(phantom)).returncode == 0
+    assert len(images_of(out, "g")[0]) == 2
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), str(REPO / "client.py"), "-a", "127.0.0.1", "-p",
+           str(server.port), "-c", "simplefft", "-o", str(out), "-G", "g2", str(phantom)]
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    assert profile.stat().st_size > 1000 and len(images_of(out, "g2")[0]) == 2
