@@ -14,6 +14,7 @@ degrees and shifted by one pixel (``SliceKspace.rss_image(ice_flip=True)``).
 """
 from __future__ import annotations
 
+import mmap
 from typing import Any, Callable, Iterator, Optional
 
 import ismrmrd
@@ -117,7 +118,7 @@ class SliceKspace:
         ncha, samples = acq.data.shape
         if self.kspace is None:
             nx = max(self._enc_x, samples)
-            self.kspace = np.zeros((ncha, max(self._enc_y, line + 1), nx), dtype=np.complex64)
+            self.kspace = releasable_zeros((ncha, max(self._enc_y, line + 1), nx))
             self._sign = np.where(np.arange(nx) % 2, -1, 1).astype(np.float32)
         nx = self.kspace.shape[2]
         if samples > nx or ncha != self.kspace.shape[0]:
@@ -155,7 +156,8 @@ class SliceKspace:
         runs on the cropped data.  The coils are transformed in chunks of
         ``COIL_CHUNK`` whose power is summed into one float32 image, so the
         temporaries are a few MB rather than a second copy of the slice (the
-        FFTs of a chunk still use every core).  Odd sizes take the explicitly
+        FFTs of a chunk still use every core), and each chunk's k-space pages are
+        given back to the system once it is transformed (:func:`release`).  Odd sizes take the explicitly
         shifted path.  ``ice_flip``: k-space is reversed in phase and readout
         first (upstream invertcontrast's ``np.flip(data, (1, 2))``).  Reversing
         the stored, ``(-1)**(ky + kx)``-modulated array gives the modulated
@@ -181,7 +183,37 @@ class SliceKspace:
                 power = chunk.sum(axis=0)
             else:
                 power += chunk.sum(axis=0)
+            release(self.kspace, start, min(start + COIL_CHUNK, kspace.shape[0]))
         return np.sqrt(power)
+
+
+def releasable_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed complex64 array in its own anonymous memory map, so that :func:`release` can hand
+    parts of it back to the system (a slice's k-space once its coils are transformed)."""
+    nbytes = int(np.prod(shape)) * np.dtype(np.complex64).itemsize
+    if not nbytes:
+        return np.zeros(shape, np.complex64)
+    private = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(private, dtype=np.complex64).reshape(shape)
+
+
+def release(array: np.ndarray, start: int, stop: int) -> None:
+    """Give the memory pages of ``array[start:stop]`` (whole pages only) back to the system; they
+    read as zeros afterwards.  Only for a C-contiguous :func:`releasable_zeros` array; a no-op for
+    any other."""
+    buffer = array.base
+    while isinstance(buffer, np.ndarray):
+        buffer = buffer.base
+    if isinstance(buffer, memoryview):
+        buffer = buffer.obj
+    if (not isinstance(buffer, mmap.mmap) or len(buffer) != array.nbytes or not array.flags.c_contiguous
+            or not hasattr(mmap, "MADV_DONTNEED")):
+        return
+    row = array[0].nbytes if array.ndim else array.nbytes
+    first = -(-start * row // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = stop * row // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        buffer.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def readout_slices(connection: Any, on_other: Optional[Callable[[Any], None]] = None) -> Iterator[list]:

@@ -107,3 +107,23 @@ def test_short_readouts_sit_at_the_end_of_the_encoded_row_and_the_header_comes_f
     assert len(slice_kspace) == 16
     with pytest.raises(ValueError, match="do not fit"):
         slice_kspace.add(ismrmrd.Acquisition.from_array(np.zeros((2, 40), np.complex64)))
+
+
+def test_release_hands_back_whole_pages_of_a_releasable_array_only():
+    kspace = _recon.releasable_zeros((4, 64, 128))  # one coil = 64 KiB = 16 pages
+    kspace[:] = 1
+    _recon.release(kspace, 1, 3)
+    assert not kspace[1:3].any() and (kspace[0] == 1).all() and (kspace[3] == 1).all()
+    plain = np.ones((4, 64, 128), np.complex64)
+    _recon.release(plain, 0, 4)  # not a memory map: left as it is
+    assert (plain == 1).all()
+
+
+def test_rss_image_gives_the_slice_memory_back_as_it_goes():
+    rng = np.random.default_rng(3)
+    coil_images = (rng.standard_normal((12, 32, 64)) + 1j * rng.standard_normal((12, 32, 64))).astype(np.complex64)
+    slice_kspace = _recon.SliceKspace(parsed_header((64, 32), (64, 32), 16))
+    for acq in readouts_of(centred_fft2(coil_images)):
+        slice_kspace.add(acq)
+    assert nrmse(slice_kspace.rss_image(), rss(coil_images)) < 1e-5
+    assert not slice_kspace.kspace.any()  # every chunk of coils was released after its FFTs
