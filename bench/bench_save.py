@@ -8,11 +8,17 @@ In one run, each figure the median of ``--repeats`` runs:
     wire) written to a file in the save folder in 1 MB ``write`` calls, then ``fsync``;
 (b) ``client.py -c savedataonly`` against ``main.py -S <save folder>``: the server's
     session time (from "Session ... started" to "... ended" in its log, which includes
-    writing the HDF5 file and its ``fsync``), and, for information, the wall time of the
-    client process (Python start-up included).
+    writing the HDF5 file and its ``fsync``), and the wall time of the client process
+    (Python start-up included);
+(c) the floor of receiving: ``client.py -c null`` against the same server, its session
+    time (the same bytes received and parsed, nothing saved).
 
-Prints the save speed (b) as a fraction of the plain write speed (a); target >= 0.5.  The saved
-file must hold every acquisition (checked).  Exit status 0 pass, 1 fail, 2 the bench broke.
+Prints the save speed (b) as a fraction of the plain write speed (a) (target >= 0.9, issue 18),
+the client's end-to-end speed as a fraction of (a) (target >= 0.7), and, because a session cannot
+save faster than it receives, (b) against the slower of writing and receiving, max((a), (c)):
+on a machine whose disk writes faster than loopback TCP delivers, that is the figure the code can
+move.  The saved file must hold every acquisition (checked).  Exit status 0 pass, 1 fail, 2 the
+bench broke.
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_core import (REPO_DIR, BenchError, ServerError, client_once, machine_description,  # noqa: E402
                         raw_data_bytes, start_server, verdict)
 
-TARGET_FRACTION = 0.5
+TARGET_FRACTION = 0.9
+TARGET_END_TO_END = 0.7
 WRITE_CHUNK = 1 << 20
 SESSION_LINE = re.compile(r"Session from \('127\.0\.0\.1', (\d+)\) ended after ([0-9.]+) s")
 
@@ -83,30 +90,43 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
     save_dir = tmp / "saved"
     save_dir.mkdir()
     server = start_server(tmp / "server.log", "-S", str(save_dir))
-    plain, session, client = [], [], []
+    plain, session, client, receive = [], [], [], []
     try:
         for i in range(args.repeats):
             plain.append(plain_write_once(save_dir, nbytes))
             client.append(client_once(server.port, "savedataonly", data, tmp / "out.h5"))
             session.append(last_session_seconds(server.output))
             check_saved(save_dir, count)
+            client_once(server.port, "null", data, tmp / "out.h5")
+            receive.append(last_session_seconds(server.output))
             print(f"repeat {i + 1}/{args.repeats}: plain {plain[-1]:.3f} s  session {session[-1]:.3f} s  "
-                  f"client {client[-1]:.3f} s", flush=True)
+                  f"client {client[-1]:.3f} s  receive only {receive[-1]:.3f} s", flush=True)
     finally:
         status = server.stop(timeout=60)
     a, b, c = statistics.median(plain), statistics.median(session), statistics.median(client)
+    r = statistics.median(receive)
     mb = nbytes / 1e6
-    fraction = a / b
+    fraction, end_to_end, of_floor = a / b, a / c, max(a, r) / b
     print(f"\ndate (UTC):        {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S}")
     print(f"machine:           {machine_description()}")
     print(f"data:              {data} ({count} acquisitions, {mb:.1f} MB)")
+    print(f"repeats:           {args.repeats} (medians; all runs: plain={_list(plain)}, session={_list(session)}, "
+          f"client={_list(client)}, receive={_list(receive)})")
     print(f"(a) plain write:   {a:.3f} s ({mb / a:.0f} MB/s)  1 MB writes + fsync, same folder")
     print(f"(b) savedataonly:  {b:.3f} s ({mb / b:.0f} MB/s)  server session incl. HDF5 write + fsync")
     print(f"    client wall:   {c:.3f} s ({mb / c:.0f} MB/s)  end to end incl. Python start-up")
+    print(f"(c) receive only:  {r:.3f} s ({mb / r:.0f} MB/s)  server session of -c null (nothing saved)")
     print(f"server exit:       {status}")
     print(f"target save speed >= {TARGET_FRACTION:.0%} of plain   {fraction:.2f}  {verdict(fraction >= TARGET_FRACTION)}")
-    print(f"(end to end, for information: {a / c:.2f} of plain)")
-    return 0 if fraction >= TARGET_FRACTION and status == 0 else 1
+    print(f"target end to end >= {TARGET_END_TO_END:.0%} of plain   {end_to_end:.2f}  "
+          f"{verdict(end_to_end >= TARGET_END_TO_END)}")
+    print(f"(save speed against the slower of writing and receiving, max((a), (c)) / (b): {of_floor:.2f})")
+    ok = fraction >= TARGET_FRACTION and end_to_end >= TARGET_END_TO_END and status == 0
+    return 0 if ok else 1
+
+
+def _list(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values) + "]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,8 @@ def parse_core(out: str) -> dict[str, float]:
 
 def parse_save(out: str) -> dict[str, float]:
     return {"save/plain": _one(r"^target save speed .* of plain\s+" + NUM, out),
-            "end-to-end/plain": _one(r"end to end, for information: " + NUM + " of plain", out)}
+            "end-to-end/plain": _one(r"^target end to end .* of plain\s+" + NUM, out),
+            "save/floor": _one(r"max\(\(a\), \(c\)\) / \(b\): " + NUM, out)}
 
 
 def parse_load(out: str) -> dict[str, float]:
@@ -138,7 +139,7 @@ BENCHES = {
     "bench_core": (PHANTOM + ["--repetitions", "4", "--repeats", "3", "--warmup", "1"], parse_core,
                    {"(b)/(a)": LOWER, "(c)/(a)": LOWER, "peak RSS x data": LOWER, "v2/v1 ingest": HIGHER}, None),
     "bench_save": (PHANTOM + ["--repetitions", "4", "--repeats", "3"], parse_save,
-                   {"save/plain": HIGHER, "end-to-end/plain": HIGHER}, None),
+                   {"save/plain": HIGHER, "end-to-end/plain": HIGHER, "save/floor": HIGHER}, None),
     "bench_load": (["--matrix", "128", "--coils", "8", "--repetitions", "2", "--clients", "1,2", "--repeats", "1"],
                    parse_load, {"sessions/s": HIGHER, "peak RSS x data": LOWER}, None),
     "bench_spiral": (["--coils", "8", "--repeats", "3", "--warmup-s", "0.3", "--skip-session", "--gpu", "-1"],
