@@ -8,7 +8,7 @@ The one place that knows the device, in the manner of sigpy's ``Device``/``get_a
 * a :class:`Backend` gives the array module ``xp``, the matching FFT module ``fft``
   (``scipy.fft`` or ``cupyx.scipy.fft``) with :attr:`Backend.fft_options`, copies to and from the
   device, and :meth:`Backend.pick`, which chooses between a CPU and a GPU implementation of one
-  interface (``_gridding.CpuArmTables`` or ``_gpu_gridding.GpuArmTables``), so that code above it
+  interface (``_gridding.CpuArmTables`` or ``_gridding.GpuTables``), so that code above it
   has no device branches of its own;
 * :func:`array_module` is the ``xp`` of an array at hand (NumPy or CuPy), for functions that take
   arrays from either device (``_coils``).

@@ -9,8 +9,10 @@ arms ``[k * shift, k * shift + arms_per_frame)``.
 Frames start at multiples of ``window_shift``, so a frame is ``q = apf // shift``
 whole blocks of ``shift`` consecutive arms plus the first ``r = apf % shift`` arms
 of the next block.  Each whole block is gridded once, when it is complete, and
-its grid kept (the last ``q``); at a frame only the ``r`` extra arms are gridded
-and the ``q`` block grids added, in the same call.  Nothing is subtracted, so nothing drifts.
+its grid kept (the last ``q``), and the sum of the last ``q`` block grids is made
+then too; at a frame only the ``r`` extra arms are gridded and that sum added, in
+the same call, so the frame's last arm waits for one addition, not ``q``.
+Nothing is subtracted, so nothing drifts.
 (Density compensation is part of the gridding matrix, see :class:`ArmGridder`.)
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ class SlidingWindow:
         self._blocks_per_frame = arms_per_frame // window_shift
         self._block_arms = window_shift if self._blocks_per_frame else arms_per_frame
         self._blocks: collections.deque[Any] = collections.deque(maxlen=max(self._blocks_per_frame, 1))
+        self._block_sum: Any = None  # grid sum of the last q blocks, once there are q
         self._current: collections.deque[tuple[int, Any]] = collections.deque(maxlen=self._block_arms)
         self.arms_seen = 0
         self._coils = 0
@@ -39,6 +42,7 @@ class SlidingWindow:
     def reset(self) -> None:
         """Forget all arms (a new slice starts)."""
         self._blocks.clear()
+        self._block_sum = None
         self._current.clear()
         self.arms_seen = 0
 
@@ -63,11 +67,14 @@ class SlidingWindow:
         if self._blocks_per_frame and len(self._current) == self.window_shift:
             self._blocks.append(self._grid([]))
             self._current.clear()
+            if len(self._blocks) == self._blocks_per_frame:
+                blocks = list(self._blocks)
+                self._block_sum = blocks[0] if len(blocks) == 1 else self.gridder.grid_arms([], [], blocks)
         excess = self.arms_seen - self.arms_per_frame
         return excess >= 0 and excess % self.window_shift == 0
 
     def _grid_sum(self) -> Any:
-        return self._grid(list(self._blocks)[-self._blocks_per_frame:] if self._blocks_per_frame else [])
+        return self._grid([] if self._block_sum is None else [self._block_sum])
 
     def coil_images(self) -> Any:
         """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""

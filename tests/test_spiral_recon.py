@@ -48,7 +48,7 @@ def test_gridded_arms_give_sigpy_nufft_adjoint(gpu):
 
 
 @pytest.mark.parametrize("gpu", DEVICES)
-@pytest.mark.parametrize("apf, shift", [(7, 3), (6, 3), (2, 5)])
+@pytest.mark.parametrize("apf, shift", [(7, 3), (6, 3), (4, 3), (2, 5)])
 def test_sliding_window_frames_hold_exactly_arms_per_frame(gpu, apf, shift):
     backend = _backend.select(gpu)
     rng = np.random.default_rng(1)
@@ -87,6 +87,57 @@ def test_inati_combination_recovers_the_object_magnitude(gpu):
     inside = obj > 0
     assert relative_error(combined[inside], reference[inside]) < 1e-3
     assert relative_error(backend.to_host(_coils.rss(images)), reference) < 1e-6
+
+
+@pytest.mark.parametrize("m", [36, 40])  # oversampled grids of 45 (odd: shifted FFT) and 50 (even: signs)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_cpu_coil_groups_give_sigpy_frames(monkeypatch, m, threads):
+    """The CPU tables split 13 coils into 3 groups (4, 4, 5) in threads, or keep one group."""
+    monkeypatch.setattr(_gridding, "THREADS", threads)
+    backend = _backend.select(-1)
+    rng = np.random.default_rng(3)
+    ns, interleaves, nc, pre, apf, shift = 150, 7, 13, 2, 5, 2
+    coord = spiral_arms(interleaves, ns, m)
+    dcf = np.linspace(0.1, 1, ns)
+    gridder = ArmGridder(coord, m, backend, dcf, pre)
+    assert len(gridder.tables._groups(nc)) == (3 if threads == 3 else 1)
+    window = SlidingWindow(gridder, apf, shift)
+    data = (rng.standard_normal((12, nc, pre + ns)) + 1j * rng.standard_normal((12, nc, pre + ns))).astype(np.complex64)
+    frames = [(i, window.coil_images(), window.rss()) for i in range(12) if window.add(i % interleaves, data[i])]
+    assert len(frames) == 4
+    for last, images, magnitude in frames:
+        reference = sum(sigpy.nufft_adjoint((data[i, :, pre:] * dcf).astype(np.complex128),
+                                            coord[i % interleaves].astype(np.float64), (nc, m, m))
+                        for i in range(last - apf + 1, last + 1))
+        assert images.shape == (nc, m, m) and magnitude.shape == (m, m)
+        assert relative_error(images, reference) < 1e-3
+        assert relative_error(magnitude, _coils.rss(reference)) < 1e-3
+
+
+def _rss_of_one_frame(queue):
+    window = SlidingWindow(ArmGridder(spiral_arms(3, 100, 32), 32, _backend.select(-1)), 3, 3)
+    for arm in range(3):
+        window.add(arm, np.ones((8, 100), np.complex64))
+    queue.put(window.rss().shape)
+
+
+def test_cpu_coil_groups_run_in_a_forked_child_after_the_parent_used_them(monkeypatch):
+    """The server's ``multiprocessing`` sessions fork: the child must not wait on the parent's threads."""
+    import multiprocessing
+    monkeypatch.setattr(_gridding, "THREADS", 2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    _rss_of_one_frame(queue)
+    assert queue.get(timeout=10) == (32, 32) and _gridding._pool is not None
+    child = context.Process(target=_rss_of_one_frame, args=(queue,))
+    child.start()
+    child.join(30)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung and child.exitcode == 0
+    assert queue.get(timeout=10) == (32, 32)
 
 
 @pytest.mark.skipif(len(DEVICES) < 2, reason="needs a CUDA GPU with CuPy (runs on the device machine)")
