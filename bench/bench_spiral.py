@@ -1,7 +1,7 @@
 """Spiral view-sharing bench: our sliding-window gridding against per-frame sigpy NUFFTs (run by hand).
 
 ``python bench/bench_spiral.py [--gpu -1|0] [--matrix 240 --coils 20 --arms-per-frame 55
---samples 1300 --window-shift 17] [--session-arms 2000] [--repeats 5] [--warmup-s 1]``
+--samples 1300 --window-shift 17] [--session-arms 2000] [--repeats 5] [--warmup-s 1] [--finufft-eps 1e-3]``
 
 (a) baseline per frame: ``sigpy.nufft_adjoint`` of the DCF-weighted samples of the frame's
     ``arms_per_frame`` arms, root-sum-of-squares, image to the host;
@@ -16,14 +16,21 @@
     phantom when ``bart`` is installed, the generator's own otherwise; speed does not
     depend on it), then the same session again on the same server (``_again``: the module
     and the trajectory's gridding matrices are already loaded, as for a repeated scan).
+(e) only on the CPU and where ``finufft`` imports: the steady-state frame of (b) made with finufft
+    instead of our gridding: a type-1 NUFFT (``--finufft-eps``, upsampling 1.25, one transform per
+    coil, all cores) of each completed block of ``window_shift`` arms, whose coil images are kept,
+    and one of the frame's extra arms; the frame is the sum of those images, root-sum-of-squares
+    (the DCF-weighted samples are made beforehand, as for (a)).
 All run on the device chosen by ``--gpu``; the device is named in the output.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import io
 import json
+import os
 import platform
 import re
 import shutil
@@ -132,12 +139,53 @@ def per_frame(args, backend) -> dict:
         sink.seek(0)
         writer.send_image(image)
 
+    e = finufft_frame(args, coord, arms * dcf, counter) if backend.gpu < 0 else None
     a = timed(baseline, backend, args.repeats, args.warmup_s)
     b = timed(ours, backend, args.repeats, args.warmup_s)
     c = timed(latency, backend, args.repeats, args.warmup_s)
     d = timed(ingest, backend, args.repeats, args.warmup_s)
-    return {"a_baseline_ms": 1e3 * a, "b_ours_ms": 1e3 * b, "c_latency_ms": 1e3 * c, "speedup_a_over_b": a / b,
-            "ingest_per_arm_ms": 1e3 * d}
+    result = {"a_baseline_ms": 1e3 * a, "b_ours_ms": 1e3 * b, "c_latency_ms": 1e3 * c, "speedup_a_over_b": a / b,
+              "ingest_per_arm_ms": 1e3 * d}
+    if e is not None:
+        result["e_finufft_ms"] = 1e3 * timed(e, backend, args.repeats, args.warmup_s)
+    return result
+
+
+def finufft_frame(args, coord: np.ndarray, weighted: np.ndarray, counter):
+    """The (e) frame function, or None without finufft: ``window_shift`` new arms per call, a type-1
+    NUFFT of each completed block (its coil images kept) and of the extra arms, RSS of the sum."""
+    try:
+        import finufft
+    except ImportError:
+        return None
+    m, apf, ws = args.matrix, args.arms_per_frame, args.window_shift
+    interleaves, nc = weighted.shape[:2]
+    blocks_per_frame, extra = divmod(apf, ws)
+    points = (2 * np.pi / m) * coord.astype(np.float32)  # radians, finufft's [-pi, pi)
+
+    def plan():
+        return finufft.Plan(1, (m, m), n_trans=nc, eps=args.finufft_eps, isign=1, dtype=np.complex64,
+                            upsampfac=1.25, nthreads=os.cpu_count())
+    block_plan, extra_plan = plan(), plan()
+
+    def images(nufft, arms):
+        xy = points[arms].reshape(-1, 2)
+        nufft.setpts(np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1]))
+        return nufft.execute(np.ascontiguousarray(np.moveaxis(weighted[arms], 1, 0).reshape(nc, -1))) / m
+
+    blocks = collections.deque(maxlen=max(blocks_per_frame, 1))
+
+    def frame():
+        block = [next(counter) % interleaves for _ in range(ws)]
+        total = 0
+        if blocks_per_frame:
+            blocks.append(images(block_plan, block))
+            total = sum(blocks)
+        if extra:  # the first arms after the block
+            total = total + images(extra_plan, [(block[-1] + 1 + j) % interleaves for j in range(extra)])
+        return _coils.rss(total)
+
+    return frame
 
 
 def session_fps(args, tmp: Path) -> dict:
@@ -181,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-arms", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup-s", type=float, default=1.0, help="seconds of untimed calls before each timing")
-    parser.add_argument("--skip-session", action="store_true", help="only (a)-(c)")
+    parser.add_argument("--skip-session", action="store_true", help="only (a)-(c) (and (e))")
+    parser.add_argument("--finufft-eps", type=float, default=1e-3, help="tolerance of the (e) NUFFTs")
     args = parser.parse_args(argv)
     backend = _backend.select(args.gpu)
     result = {"date_utc": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
