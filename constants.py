@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import struct
 import sys
+import threading
 import types
 
 
@@ -59,19 +60,20 @@ def _defer_ismrmrd_xsd() -> types.ModuleType | None:
             return load().ismrmrdHeader(*args, **kwargs)
 
     stand_in = DeferredXsd("ismrmrd.xsd", "ismrmrd's XML schema, loaded at first use (constants.py)")
+    stand_in.__path__ = list(real_spec.submodule_search_locations or [])  # its submodules import as usual
+    loading = threading.RLock()
 
     def load() -> types.ModuleType:
-        if sys.modules.get("ismrmrd.xsd") is stand_in:
-            module = importlib.util.module_from_spec(real_spec)
-            sys.modules["ismrmrd.xsd"] = module
-            try:
+        # Under a lock, and the stand-in stays in sys.modules until the real module has run: a session
+        # thread must never see a half-initialised ismrmrd.xsd while another one loads it.
+        with loading:
+            if sys.modules.get("ismrmrd.xsd") is stand_in:
+                module = importlib.util.module_from_spec(real_spec)
                 real_spec.loader.exec_module(module)
-            except BaseException:
-                sys.modules["ismrmrd.xsd"] = stand_in
-                raise
-            if "ismrmrd" in sys.modules:
-                sys.modules["ismrmrd"].xsd = module
-        return sys.modules["ismrmrd.xsd"]
+                sys.modules["ismrmrd.xsd"] = module
+                if "ismrmrd" in sys.modules:
+                    sys.modules["ismrmrd"].xsd = module
+            return sys.modules["ismrmrd.xsd"]
 
     def ToXML(*args, **kwargs):  # noqa: N802 (ismrmrd's name)
         return load().ToXML(*args, **kwargs)

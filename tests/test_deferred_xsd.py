@@ -59,3 +59,34 @@ def test_ismrmrd_imported_first_is_left_as_it_is():
             " assert ismrmrd.xsd is real and 'xsdata' in sys.modules; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_threads_parsing_at_once_all_get_the_whole_schema(tmp_path):
+    """The first header parse of a server loads the schema; sessions that start at the same moment
+    must wait for it, not see a half-initialised module (seen as unparsed headers under load)."""
+    import h5py
+
+    import mrdfile
+    phantom = generate_phantom(tmp_path / "phantom.h5", "-m", "64", "-c", "2", "-r", "1")
+    with h5py.File(phantom, "r") as f:
+        (tmp_path / "h.xml").write_text(mrdfile.read_xml(f["dataset"]))
+    code = f"""
+import sys, threading
+sys.path.insert(0, {str(REPO_DIR)!r})
+import constants, ismrmrd
+xml = open({str(tmp_path / "h.xml")!r}).read()
+start, sizes, errors = threading.Barrier(16), [], []
+def parse():
+    start.wait()
+    try:
+        sizes.append(ismrmrd.xsd.CreateFromDocument(xml).encoding[0].encodedSpace.matrixSize.x)
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=parse) for _ in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sorted(set(sizes)), len(sizes), errors)
+"""
+    for _ in range(3):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip() == "[128] 16 []", result.stdout + result.stderr
