@@ -737,7 +737,9 @@ class Server:
         self.listener: socket.socket | None = None
 
     def preload(self) -> None:
-        """Import the default and example modules now, so the first session does not wait for them."""
+        """Import the default and example modules now, and ismrmrd's XML schema (which ``constants``
+        defers, docs/architecture.md §8), so the first session does not wait for them."""
+        ismrmrd.xsd.ismrmrdHeader  # noqa: B018 (loads the schema code)
         for name in dict.fromkeys((self.config.default_config,) + self.config.preload):
             if self.registry.find(name) is None:
                 continue
