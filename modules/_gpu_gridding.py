@@ -1,25 +1,29 @@
-"""CUDA kernels for sliding-window gridding on the GPU (never dispatched: leading ``_``).
+"""CUDA kernels for sliding-window gridding on the GPU, and the tables they read (never dispatched: leading ``_``).
 
-Used by :class:`_gridding.ArmGridder` when its backend is CuPy (:class:`GpuArmTables` has the
-interface of ``_gridding.CpuArmTables``: ``grid``, ``ifft2``, ``crop_rss``).  The gridding
-matrix of every trajectory arm is kept grid-major (one CSR per arm: for each
-oversampled grid point the samples of that arm that touch it, and their
-weights), so that a window of any arms, in any order and with repeats, is
-gridded by *one* gather kernel without atomics:
+:class:`GpuArmTables` holds the tables and the kernels; ``_gridding.GpuTables`` derives from it
+and is what :class:`_gridding.ArmGridder` uses when its backend is CuPy, with the interface of
+``_gridding.CpuArmTables`` (``grid``, ``image``, ``rss``): ``grid`` is the gather kernel below,
+``image`` and ``rss`` are built on :meth:`GpuArmTables.ifft2` (cuFFT in place) and
+:meth:`GpuArmTables.crop_rss` (one kernel).  The gridding matrix of every trajectory arm is kept
+grid-major (one CSR per arm: for each oversampled grid point the samples of that arm that touch
+it, and their weights), so that a window of any arms, in any order and with repeats, is gridded
+by *one* gather kernel without atomics:
 
     out[c, g] = sum_k add_k[c, g] + sum_j sum_{e in row g of arm j} w_e * data_j[c, col_e]
 
-The arms' samples are read where they were received (a table of device
-pointers), and the stored block grids of the window are added in the same pass.
-``crop_rss`` then takes the unnormalised inverse FFT of that grid to the
-root-sum-of-squares image: crop, coil sum of ``|x|^2``, square root and
-apodization in one kernel.  cuSPARSE and CuPy's element-wise kernels did the
-same work in more launches; at these sizes the launches, not the arithmetic,
-set the frame time, hence the hand-written kernels.
+The arms' samples are read where they were received (a table of device pointers), and the
+stored block grids of the window are added in the same pass.  The CSR is built from the entries
+on the device (:func:`grid_major_tables`, which runs with NumPy as well, for the tests), not
+sorted on the host and then copied.  ``crop_rss`` takes the unnormalised inverse FFT of a grid
+sum to the root-sum-of-squares image: crop, coil sum of ``|x|^2``, square root and apodization
+in one kernel.  cuSPARSE and CuPy's element-wise kernels
+did the same work in more launches; at these sizes the launches, not the arithmetic, set the
+frame time, hence the hand-written kernels.
 """
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
@@ -134,30 +138,52 @@ def _blocks(n: int) -> int:
     return (n + THREADS - 1) // THREADS
 
 
+def grid_major_tables(xp: ModuleType, arm: Any, rows: Any, cols: Any, weights: Any, arms: int, grid_points: int,
+                      dense_row: float) -> tuple[Any, Any, Any, Any, int]:
+    """The per-arm grid-major CSR of the entries ``arm``, ``rows``, ``cols``, ``weights`` (1-D
+    ``xp`` arrays of one length), built with the array module ``xp`` (NumPy or CuPy) where the
+    entries are: ``(rowptr, cols, weights, order, light)``.
+
+    ``rowptr`` (int32, ``arms * grid_points + 1``): the entries of row ``g`` of arm ``j`` are
+    ``rowptr[j * grid_points + g] ... rowptr[j * grid_points + g + 1]`` of ``cols`` (int32) and
+    ``weights`` (float32), in the order the entries were given.  ``order`` (int32) lists the
+    ``light`` grid rows with at most ``dense_row * arms`` entries over all arms first, then the
+    dense ones.  The sort key carries the entry index, so no two keys are equal and NumPy's and
+    CuPy's sorts (stable or not) give the same permutation.
+    """
+    entries, keys = len(weights), arms * grid_points
+    if entries >= 2 ** 31 or keys * entries >= 2 ** 63:
+        raise ValueError(f"gridding matrix too large for the GPU tables ({entries} entries, {keys} rows)")
+    row_key = arm.astype(xp.int64) * grid_points + rows
+    unique_key = row_key * entries
+    unique_key += xp.arange(entries, dtype=xp.int64)
+    permutation = xp.argsort(unique_key)
+    rowptr = xp.zeros(keys + 1, dtype=xp.int32)
+    rowptr[1:] = xp.cumsum(xp.bincount(row_key, minlength=keys))
+    dense = xp.bincount(rows, minlength=grid_points) > dense_row * arms
+    light_rows = xp.flatnonzero(~dense)
+    order = xp.concatenate([light_rows, xp.flatnonzero(dense)]).astype(xp.int32)
+    return (rowptr, cols[permutation].astype(xp.int32, copy=False),
+            weights[permutation].astype(xp.float32, copy=False), order, len(light_rows))
+
+
 class GpuArmTables:
     """Per-arm grid-major CSR tables on the GPU and the two kernels that use them.
 
     ``rows``, ``cols`` (sample index within the arm as received) and ``weights``
-    are the entries of all arms' gridding matrices, ``arm`` the arm of each.
+    are the entries of all arms' gridding matrices, ``arm`` the arm of each.  They are copied
+    to the device once (32 bits each) and :func:`grid_major_tables` sorts them there.
     """
 
     def __init__(self, arm: np.ndarray, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray,
                  arms: int, grid_points: int, samples: int) -> None:
         import cupy
-        if len(weights) >= 2 ** 31:
-            raise ValueError(f"gridding matrix too large for the GPU tables ({len(weights)} entries)")
-        key = arm.astype(np.int64) * grid_points + rows
-        order = np.argsort(key, kind="stable")
-        rowptr = np.zeros(arms * grid_points + 1, dtype=np.int32)
-        np.cumsum(np.bincount(key, minlength=arms * grid_points), out=rowptr[1:])
-        self.rowptr = cupy.asarray(rowptr)
-        self.cols = cupy.asarray(cols[order].astype(np.int32))
-        self.weights = cupy.asarray(weights[order].astype(np.float32))
+        entries = [cupy.asarray(np.asarray(values, dtype=dtype))
+                   for values, dtype in ((arm, np.int32), (rows, np.int32), (cols, np.int32), (weights, np.float32))]
+        self.rowptr, self.cols, self.weights, self.order, self.light = grid_major_tables(
+            cupy, *entries, arms, grid_points, DENSE_ROW)
         self.grid_points = grid_points
         self.samples = samples
-        dense = np.bincount(rows, minlength=grid_points) > DENSE_ROW * arms
-        self.light = int((~dense).sum())
-        self.order = cupy.asarray(np.concatenate([np.flatnonzero(~dense), np.flatnonzero(dense)]).astype(np.int32))
 
     def grid(self, arms: Sequence[int], samples: Sequence[Any], add: Sequence[Any] = ()) -> Any:
         """``[coils, grid_points]`` complex64: the sum of the grids ``add`` (same shape) and the
