@@ -237,8 +237,9 @@ class CpuArmTables:
 
 
 class GpuTables(GpuArmTables):
-    """:class:`_gpu_gridding.GpuArmTables` (grid sums ``[coils, grid_points]``) with the image
-    steps of :class:`CpuArmTables`: its inverse FFT in place and its fused crop + RSS kernel."""
+    """:class:`_gpu_gridding.GpuArmTables` (grid sums ``[coils, grid_points]``, its gather kernel)
+    with the ``image``/``rss`` interface of :class:`CpuArmTables`: the inverse FFT in place (cuFFT)
+    and, for ``rss``, the fused crop + RSS kernel."""
 
     def _ifft(self, grid_sum: Any, plan: ImagePlan) -> Any:
         """Unnormalised centred inverse FFT ``[coils, G0, G1]``, in the grid sum's memory."""
