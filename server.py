@@ -71,7 +71,7 @@ class ServerConfig:
     share_code_dir: Path = Path(os.environ.get("MRD_SHARE_DIR", "/tmp/share")) / "code"
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
-    preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow")
+    preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow", "simplenufft1arm")
     max_message_bytes: int = 1 << 30
     max_text_bytes: int = 64 << 20
     idle_timeout_s: float = 300.0
@@ -738,15 +738,27 @@ class Server:
 
     def preload(self) -> None:
         """Import the default and example modules now, and ismrmrd's XML schema (which ``constants``
-        defers, docs/architecture.md §8), so the first session does not wait for them."""
+        defers, docs/architecture.md §8), so the first session does not wait for them.  In threads
+        mode a preloaded module's ``warm_up()``, when it has one, runs too (docs/modules.md §2.4: the
+        GPU reconstruction starts CUDA and compiles its kernels); not with ``-m``, whose forked session
+        processes could not use a CUDA context made before the fork."""
         ismrmrd.xsd.ismrmrdHeader  # noqa: B018 (loads the schema code)
         for name in dict.fromkeys((self.config.default_config,) + self.config.preload):
             if self.registry.find(name) is None:
                 continue
             try:
-                self.registry.load(name)
+                module = self.registry.load(name)
             except ModuleLoadError as exc:
                 log.warning("Could not preload module '%s': %s", name, exc)
+                continue
+            warm_up = getattr(module, "warm_up", None)
+            if self.config.multiprocessing or not callable(warm_up):
+                continue
+            try:
+                warm_up()
+            except Exception as exc:  # a module's own code: any error; the sessions will meet it again
+                log.warning("Warm-up of module '%s' failed (%s: %s); its first session starts cold", name,
+                            type(exc).__name__, exc)
 
     def bind(self) -> tuple[str, int]:
         self.listener = socket.create_server((self.config.host, self.config.port), reuse_port=False)

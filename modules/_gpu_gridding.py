@@ -239,3 +239,14 @@ def crop_rss(images: Any, apod: Any, m: int) -> Any:
         (_blocks(m * m),), (THREADS,),
         (images, apod, np.int32(coils), np.int32(g1), np.int32(g0 * g1), np.int32(m), np.int32(g0 // 2 - m // 2), out))
     return out
+
+
+def warm_up() -> None:
+    """What a first frame on the current device would wait for, done now: compile the two kernels
+    (CuPy also keeps them in its on-disk cache) and start cuFFT with a tiny plan."""
+    import cupy
+    module = _module(COIL_CHUNK)
+    for name in ("grid_arms", "crop_rss"):
+        module.get_function(name)
+    inverse_fft2_inplace(cupy.zeros((1, 8, 8), dtype=cupy.complex64))
+    cupy.cuda.Device().synchronize()

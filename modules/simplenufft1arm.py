@@ -13,6 +13,7 @@ trajectory and the image building this module shares with the BART ones).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 
 import _backend
 import _coils
+import _gpu_gridding
 import _recon
 import _spiral
 import _spiral_io
@@ -107,6 +109,27 @@ class ViewSharingRecon:
         """The MRD image of the current frame, header from its last arm ``arm`` (docs/spiral.md §6.3)."""
         return _spiral_io.frame_image(self.frame(), arm, metadata, self.trajectory.fov, index, HISTORY,
                                       window="percentile", keep_geometry=False, meta=self.meta, repetition=repetition)
+
+
+class _LogOnly:
+    """Where the TOML reader's warnings go at start-up, when there is no client: the log alone."""
+
+    def send_logging(self, level: str, text: str) -> None:
+        pass
+
+
+def warm_up() -> None:
+    """Called once at server start-up (``Server.preload``, threads mode): when the default
+    configuration reconstructs on a GPU and CuPy is installed, CUDA starts on that device and the
+    gridding kernels and cuFFT are made ready now, so the first session's first frame does not wait
+    for them.  Nothing happens (and nothing is logged) without CuPy."""
+    if importlib.util.find_spec("cupy") is None:
+        return
+    cfg = SpiralConfig.load(None, _LogOnly())
+    backend = _backend.select(cfg.gpu_device)
+    if backend.gpu >= 0:
+        _gpu_gridding.warm_up()
+        log.info("GPU %d ready for %s (CUDA, kernels, cuFFT)", backend.gpu, __name__)
 
 
 def process(connection, config, metadata):

@@ -79,3 +79,9 @@ def test_gpu_arm_tables_equal_the_numpy_construction():
         assert ours.dtype == theirs.dtype
         np.testing.assert_array_equal(ours.get(), theirs)
     assert tables.light == expected[4]
+
+
+@pytest.mark.skipif(len(compute_devices()) < 2, reason="needs a CUDA GPU with CuPy (runs on the device machine)")
+def test_gpu_warm_up_compiles_the_kernels_and_starts_cufft():
+    _gpu_gridding.warm_up()
+    assert _gpu_gridding._module.cache_info().currsize >= 1

@@ -116,3 +116,49 @@ def test_library_server_and_unknown_names_fall_back_with_a_warning(places, phant
     assert result.returncode == 0, result.stdout
     assert f"Unknown config '{name}'; using the default module 'invertcontrast'" in result.stdout
     assert images_of(out, "g")[0].shape[0] == 1
+
+
+WARM_MODULE = '''
+import os
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+
+def warm_up():
+    if os.environ.get("WARM_UP_FAILS"):
+        raise RuntimeError("no device here")
+    Path(os.environ["WARM_UP_MARKER"]).write_text(str(os.getpid()))
+
+def process(connection, config, metadata):
+    for item in connection:
+        if item is None:
+            break
+    connection.send_image(ismrmrd.Image.from_array(np.zeros((4, 4), np.int16)))
+    connection.send_close()
+'''
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes", "failing"])
+def test_a_preloaded_modules_warm_up_runs_at_start_up_in_threads_mode_only(tmp_path, phantom, mode):
+    """``warm_up()`` of a preloaded module (the default one here) runs once before the server reports
+    ready; not with -m (CUDA made before a fork is unusable in the forked sessions); a failing one is a
+    warning, and the module still serves."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "warmmod.py").write_text(WARM_MODULE)
+    marker = tmp_path / "warmed"
+    env = {**os.environ, "WARM_UP_MARKER": str(marker), **({"WARM_UP_FAILS": "1"} if mode == "failing" else {})}
+    srv = MainServer("-d", "warmmod", "--modules", str(tmp_path / "mods"), *(["-m"] if mode == "processes" else []),
+                     log=tmp_path / "server.log", env=env)
+    try:
+        warmed = marker.is_file()
+        result = run_client(srv.port, "-c", "warmmod", "-o", str(tmp_path / "o.h5"), str(phantom))
+    finally:
+        assert srv.stop() == 0
+    log = (tmp_path / "server.log").read_text()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert warmed == (mode == "threads")
+    if mode == "threads":
+        assert marker.read_text() == str(srv.proc.pid)
+    if mode == "failing":
+        assert "Warm-up of module 'warmmod' failed (RuntimeError: no device here)" in log

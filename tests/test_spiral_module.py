@@ -116,3 +116,22 @@ def test_bad_config_value_gives_an_error_text(server, tmp_path):
     data = make_session(tmp_path, "--arms", "16", coil_combine="best")
     result = run_client(server.port, "-c", "simplenufft1arm", "-o", str(tmp_path / "o.h5"), str(data), cwd=tmp_path)
     assert result.returncode == 1 and "coil_combine = 'best' is not rssq or adaptive" in result.stdout
+
+
+def test_warm_up_reads_the_default_configuration_and_starts_no_gpu_without_cupy(monkeypatch):
+    """simplenufft1arm.warm_up (run by the server at start-up): without CuPy it returns at once; with
+    CuPy it reads the default TOML and starts the device that ``gpu_device`` names (here the backend
+    falls back to the CPU, so no kernel is compiled)."""
+    import _backend
+    import _gpu_gridding
+    import simplenufft1arm
+    compiled, asked = [], []
+    monkeypatch.setattr(_gpu_gridding, "warm_up", lambda: compiled.append(True))
+    monkeypatch.setattr(_backend, "select", lambda gpu: asked.append(gpu) or _backend.CPU)
+    real_find_spec = importlib.util.find_spec
+    for cupy_spec in (None, object()):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, spec=cupy_spec: spec if name == "cupy" else real_find_spec(name, *a))
+        simplenufft1arm.warm_up()
+    assert asked == [simplenufft1arm.SpiralConfig.load(None, simplenufft1arm._LogOnly()).gpu_device]
+    assert compiled == []
