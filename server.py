@@ -761,6 +761,9 @@ class Server:
                             type(exc).__name__, exc)
 
     def bind(self) -> tuple[str, int]:
+        """Check the save folder for files a crash left (:meth:`recover_saved`), then listen: a client
+        that can connect finds them renamed already."""
+        self.recover_saved()
         self.listener = socket.create_server((self.config.host, self.config.port), reuse_port=False)
         self.listener.settimeout(0.25)
         address = self.listener.getsockname()[:2]
@@ -781,7 +784,6 @@ class Server:
         """Accept connections until :meth:`stop`; then wait for the sessions to end."""
         if self.listener is None:
             self.bind()
-        self.recover_saved()
         if self._event_queue is not None:
             threading.Thread(target=self._forward_events, name="events", daemon=True).start()
         try:
