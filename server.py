@@ -71,7 +71,9 @@ class ServerConfig:
     share_code_dir: Path = Path(os.environ.get("MRD_SHARE_DIR", "/tmp/share")) / "code"
     shutdown_grace_s: float = 30.0
     drain_timeout_s: float = 30.0
-    preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow", "simplenufft1arm")
+    preload: tuple[str, ...] = ("simplefft", "invertcontrast", "analyzeflow")
+    # Preloaded (and warmed up) too where CuPy is installed: the GPU reconstruction's CUDA start.
+    preload_with_gpu: tuple[str, ...] = ("simplenufft1arm",)
     max_message_bytes: int = 1 << 30
     max_text_bytes: int = 64 << 20
     idle_timeout_s: float = 300.0
@@ -743,7 +745,8 @@ class Server:
         GPU reconstruction starts CUDA and compiles its kernels); not with ``-m``, whose forked session
         processes could not use a CUDA context made before the fork."""
         ismrmrd.xsd.ismrmrdHeader  # noqa: B018 (loads the schema code)
-        for name in dict.fromkeys((self.config.default_config,) + self.config.preload):
+        gpu = self.config.preload_with_gpu if importlib.util.find_spec("cupy") is not None else ()
+        for name in dict.fromkeys((self.config.default_config,) + self.config.preload + gpu):
             if self.registry.find(name) is None:
                 continue
             try:

@@ -15,6 +15,7 @@ into an int16 image.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import queue
 import threading
@@ -301,18 +302,25 @@ def serve(connection: Any, metadata: Any, on_slice: Optional[SliceHandler] = Non
     done and sent (so what goes out keeps the input's order).  Leftovers are handed
     over at CLOSE.  Input without a callback is counted and reported once, as an
     INFO text, as ignored.  Waveforms and texts are ignored.  CLOSE is the module's
-    to send; when reading fails, the slices finished before are still sent.
+    to send; when reading fails, the slices finished before are still sent.  A slice's
+    k-space array is reused for a later slice (``_recon.KspacePool``) unless ``on_slice``
+    kept the slice, its array or a view of it.
     """
-    slices = _recon.SliceGrouper(metadata)
+    pool = _recon.KspacePool()
+    slices = _recon.SliceGrouper(metadata, pool)
     group: list[ismrmrd.Image] = []
     got = Received()
     worker = SliceWorker()
 
+    def reconstruct(holder: list, index: int) -> None:
+        done = holder.pop()  # from here on this variable is the only reference the loop keeps
+        connection.send_image(on_slice(done, index))
+        pool.recycle(done)
+
     def finish_slice(done: Optional[_recon.SliceKspace]) -> None:
         if done is not None:
             got.slices += 1
-            index = got.slices
-            worker.submit(lambda: connection.send_image(on_slice(done, index)))
+            worker.submit(functools.partial(reconstruct, [done], got.slices))
 
     def send_group() -> None:
         worker.wait()

@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterator, Optional
 
 import ismrmrd
 import numpy as np
-import scipy.linalg
 
 import constants
 
@@ -107,6 +106,7 @@ def prewhitener(covariance: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """``scale * L^-1`` with ``covariance = L L^H``: ``W @ data`` has noise covariance ``scale^2 I``.
 
     A covariance that is not Hermitian positive definite raises ``numpy.linalg.LinAlgError``."""
+    import scipy.linalg  # here, not at the top: 6 MB of the server's memory that only pre-whitening needs
     lower = np.linalg.cholesky(np.asarray(covariance, dtype=np.complex128))
     inverse = scipy.linalg.solve_triangular(lower, np.eye(lower.shape[0], dtype=np.complex128), lower=True)
     return inverse * scale

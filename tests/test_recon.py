@@ -109,21 +109,29 @@ def test_short_readouts_sit_at_the_end_of_the_encoded_row_and_the_header_comes_f
         slice_kspace.add(ismrmrd.Acquisition.from_array(np.zeros((2, 40), np.complex64)))
 
 
-def test_release_hands_back_whole_pages_of_a_releasable_array_only():
-    kspace = _recon.releasable_zeros((4, 64, 128))  # one coil = 64 KiB = 16 pages
-    kspace[:] = 1
-    _recon.release(kspace, 1, 3)
-    assert not kspace[1:3].any() and (kspace[0] == 1).all() and (kspace[3] == 1).all()
-    plain = np.ones((4, 64, 128), np.complex64)
-    _recon.release(plain, 0, 4)  # not a memory map: left as it is
-    assert (plain == 1).all()
+def test_the_pool_takes_back_only_arrays_that_nothing_else_holds():
+    pool = _recon.KspacePool()
 
+    def one_slice():
+        kspace = _recon.SliceKspace(None, pool)
+        kspace.kspace = pool.take((2, 4, 8))
+        kspace.kspace[:] = 1
+        return [kspace]
 
-def test_rss_image_gives_the_slice_memory_back_as_it_goes():
-    rng = np.random.default_rng(3)
-    coil_images = (rng.standard_normal((12, 32, 64)) + 1j * rng.standard_normal((12, 32, 64))).astype(np.complex64)
-    slice_kspace = _recon.SliceKspace(parsed_header((64, 32), (64, 32), 16))
-    for acq in readouts_of(centred_fft2(coil_images)):
-        slice_kspace.add(acq)
-    assert nrmse(slice_kspace.rss_image(), rss(coil_images)) < 1e-5
-    assert not slice_kspace.kspace.any()  # every chunk of coils was released after its FFTs
+    def reconstructed(holder):  # the caller's one reference, as _images.serve's worker holds it
+        done = holder.pop()
+        return pool.recycle(done)
+
+    assert reconstructed(one_slice()) and len(pool._free) == 1 and not pool._free[0].any()  # zeroed
+    recycled = pool._free[0]
+    assert pool.take((2, 4, 8)) is recycled and pool.take((2, 4, 8)) is not recycled  # taken once
+    holder = one_slice()
+    kept_slice = holder[0]
+    holder_view = one_slice()
+    kept_view = holder_view[0].kspace[1]
+    holder_array = one_slice()
+    kept_array = holder_array[0].kspace
+    assert not reconstructed(holder) and not reconstructed(holder_view) and not reconstructed(holder_array)
+    assert kept_slice.kspace.all() and kept_view.all() and kept_array.all()  # left as they were
+    assert pool._free == []
+    assert pool.take((3, 4, 8)).shape == (3, 4, 8)  # another shape: a new array

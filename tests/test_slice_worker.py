@@ -142,3 +142,36 @@ def test_no_thread_is_left_behind(with_slices):
     _, result = run_in_named_thread(lambda: _images.serve(conn, None, on_slice=lambda k, i: i, on_group=len))
     assert "error" not in result
     assert threading.active_count() == before
+
+
+def test_slice_arrays_are_reused_zeroed_and_what_a_module_keeps_stays_as_it_was(monkeypatch):
+    from types import SimpleNamespace as NS
+    size = NS(x=8, y=LINES, z=1)
+    header = NS(encoding=[NS(encodedSpace=NS(matrixSize=size), reconSpace=NS(matrixSize=size),
+                             encodingLimits=NS(kspace_encoding_step_1=NS(center=LINES // 2)))])
+    seen, kept, reused = [], {}, []
+    real_take = _images._recon.KspacePool.take
+
+    def counting_take(pool, shape):
+        waiting = {id(a) for a in pool._free}
+        array = real_take(pool, shape)
+        reused.append(id(array) in waiting)
+        return array
+
+    monkeypatch.setattr(_images._recon.KspacePool, "take", counting_take)
+
+    def on_slice(kspace, index):
+        seen.append((id(kspace.kspace), kspace.kspace.copy()))
+        if index == 2:
+            kept["slice"] = kspace  # a module that keeps a slice: its array must not be reused
+        return index
+
+    gappy = [acq for acq in slice_readouts(3) if acq.idx.kspace_encode_step_1 != 1]  # line 1 never comes
+    conn = FakeConnection(slice_readouts(0) + slice_readouts(1) + slice_readouts(2) + slice_readouts(5) + gappy)
+    _, result = run_in_named_thread(lambda: _images.serve(conn, header, on_slice=on_slice))
+    assert "error" not in result and [what for what, _ in conn.sent] == [1, 2, 3, 4, 5]
+    assert len(reused) == 5 and sum(reused) >= 2  # later slices got earlier slices' arrays back
+    assert seen[1][0] not in [i for i, _ in seen[2:]]  # ...but never the kept slice's
+    assert (kept["slice"].kspace == seen[1][1]).all() and abs(kept["slice"].kspace).max() == 1
+    last = seen[4][1]
+    assert abs(last[:, [0, 2, 3]]).min() == 3 and not last[:, 1].any()  # the line it did not get is zero
