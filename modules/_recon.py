@@ -104,6 +104,7 @@ class SliceKspace:
         self._offset = 0 if centre is None else self._enc_y // 2 - centre
         self.kspace: np.ndarray | None = None
         self.heads: list[ismrmrd.AcquisitionHeader] = []
+        self._unwritten: np.ndarray | None = None  # rows of a pooled array no readout has reached yet
 
     def add(self, acq: ismrmrd.Acquisition) -> None:
         """Copy one readout into its k-space row.
@@ -121,7 +122,11 @@ class SliceKspace:
         if self.kspace is None:
             nx = max(self._enc_x, samples)
             shape = (ncha, max(self._enc_y, line + 1), nx)
-            self.kspace = self._pool.take(shape) if self._pool is not None else np.zeros(shape, np.complex64)
+            if self._pool is not None:
+                self.kspace, reused = self._pool.take(shape)
+            else:
+                self.kspace, reused = np.zeros(shape, np.complex64), False
+            self._unwritten = np.ones(shape[1], dtype=bool) if reused else None
             self._sign = np.where(np.arange(nx) % 2, -1, 1).astype(np.float32)
         nx = self.kspace.shape[2]
         if samples > nx or ncha != self.kspace.shape[0]:
@@ -130,12 +135,24 @@ class SliceKspace:
         if line >= self.kspace.shape[1]:
             grow = line + 1 - self.kspace.shape[1]
             self.kspace = np.pad(self.kspace, ((0, 0), (0, grow), (0, 0)))
+            if self._unwritten is not None:
+                self._unwritten = np.concatenate([self._unwritten, np.ones(grow, dtype=bool)])
+        if self._unwritten is not None and self._unwritten[line]:
+            self._unwritten[line] = False
+            self.kspace[:, line, :nx - samples] = 0  # an asymmetric echo's missing first samples
         sign = self._sign[nx - samples:] if line % 2 == 0 else -self._sign[nx - samples:]
         np.multiply(acq.data, sign, out=self.kspace[:, line, nx - samples:])
         self.heads.append(acq._head)  # the header object itself: getHead()'s deep copy costs 6 us a readout
 
     def __len__(self) -> int:
         return len(self.heads)
+
+    def finish(self) -> None:
+        """Zero the rows no readout reached, when the array came from a :class:`KspacePool` (it holds
+        an earlier slice's values there); :meth:`SliceGrouper.flush` calls it before handing out a slice."""
+        if self._unwritten is not None and self._unwritten.any():
+            self.kspace[:, self._unwritten, :] = 0
+        self._unwritten = None
 
     def first_readout(self) -> ismrmrd.Acquisition:
         """The slice's first imaging readout (upstream simplefft's image header).
@@ -198,8 +215,9 @@ class KspacePool:
     the readouts arrive, on the receiving thread (8,192 faults for a 32-coil 256 x 512 slice, about
     15 ms of its time).  :meth:`recycle` takes an array back only when nothing but the caller holds
     the slice and the array (their reference counts, the check ``numpy.ndarray.resize`` makes), so
-    a module that keeps either keeps it unchanged; the array is zeroed there, on the thread that
-    reconstructed it.  At most ``size`` arrays wait.
+    a module that keeps either keeps it unchanged.  A recycled array is not cleared as a whole: the
+    next slice overwrites its rows, clears the start of a short first readout in a row, and
+    :meth:`SliceKspace.finish` zeroes the rows it never got.  At most ``size`` arrays wait.
     """
 
     def __init__(self, size: int = 1) -> None:
@@ -207,13 +225,15 @@ class KspacePool:
         self._free: list[np.ndarray] = []
         self._lock = threading.Lock()
 
-    def take(self, shape: tuple[int, ...]) -> np.ndarray:
-        """A zeroed complex64 array of ``shape``: a recycled one when one of that shape waits."""
+    def take(self, shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+        """A complex64 array of ``shape`` and whether it is a recycled one (holding an earlier
+        slice's values, which :class:`SliceKspace` overwrites or zeroes row by row) or a new,
+        zeroed one."""
         with self._lock:
             for i, array in enumerate(self._free):
                 if array.shape == shape:
-                    return self._free.pop(i)
-        return np.zeros(shape, np.complex64)
+                    return self._free.pop(i), True
+        return np.zeros(shape, np.complex64), False
 
     def recycle(self, kspace: "SliceKspace") -> bool:
         """Take back the array of ``kspace``, which the caller holds in one local variable and passes
@@ -226,7 +246,6 @@ class KspacePool:
         if sys.getrefcount(array) > 3 or not array.flags.writeable:
             return False
         kspace.kspace = None
-        array.fill(0)
         with self._lock:
             if len(self._free) >= self.size:
                 return False
@@ -274,7 +293,10 @@ class SliceGrouper:
     def flush(self) -> SliceKspace | None:
         """The slice collected so far (None when empty); a new one is started."""
         done, self.current = self.current, SliceKspace(self.metadata, self.pool)
-        return done if len(done) else None
+        if not len(done):
+            return None
+        done.finish()
+        return done
 
 
 def reconstruct_rss(kspace: np.ndarray, metadata: Any) -> np.ndarray:

@@ -114,7 +114,7 @@ def test_the_pool_takes_back_only_arrays_that_nothing_else_holds():
 
     def one_slice():
         kspace = _recon.SliceKspace(None, pool)
-        kspace.kspace = pool.take((2, 4, 8))
+        kspace.kspace = pool.take((2, 4, 8))[0]
         kspace.kspace[:] = 1
         return [kspace]
 
@@ -122,9 +122,11 @@ def test_the_pool_takes_back_only_arrays_that_nothing_else_holds():
         done = holder.pop()
         return pool.recycle(done)
 
-    assert reconstructed(one_slice()) and len(pool._free) == 1 and not pool._free[0].any()  # zeroed
+    assert reconstructed(one_slice()) and len(pool._free) == 1
     recycled = pool._free[0]
-    assert pool.take((2, 4, 8)) is recycled and pool.take((2, 4, 8)) is not recycled  # taken once
+    assert pool.take((2, 4, 8)) == (recycled, True)  # not cleared: SliceKspace overwrites or zeroes rows
+    fresh, reused = pool.take((2, 4, 8))
+    assert fresh is not recycled and not reused and not fresh.any()  # taken once; a new one is zeroed
     holder = one_slice()
     kept_slice = holder[0]
     holder_view = one_slice()
@@ -134,4 +136,26 @@ def test_the_pool_takes_back_only_arrays_that_nothing_else_holds():
     assert not reconstructed(holder) and not reconstructed(holder_view) and not reconstructed(holder_array)
     assert kept_slice.kspace.all() and kept_view.all() and kept_array.all()  # left as they were
     assert pool._free == []
-    assert pool.take((3, 4, 8)).shape == (3, 4, 8)  # another shape: a new array
+    assert pool.take((3, 4, 8))[0].shape == (3, 4, 8)  # another shape: a new array
+
+
+def test_a_recycled_array_holds_nothing_of_the_slice_before():
+    """Rows the new slice never gets are zeroed at the end of the slice, and a short readout's
+    missing first samples are zeroed in a row it reaches first."""
+    header = parsed_header((32, 8), (32, 8), 4)
+    pool = _recon.KspacePool()
+    grouper = _recon.SliceGrouper(header, pool)
+    full = readouts_of(np.ones((2, 8, 32), np.complex64))
+    for acq in full:
+        done = grouper.add(acq)
+    holder = [done]
+    del done
+    assert pool.recycle(holder.pop())
+    second = [acq for acq in readouts_of(np.full((2, 8, 20), 2, np.complex64), last_flag=False)
+              if acq.idx.kspace_encode_step_1 != 3]
+    second[-1].set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    for acq in second:  # short readouts (20 of 32 samples), line 3 missing
+        done = grouper.add(acq)
+    assert done is not None and done.kspace is not None
+    rows = np.abs(done.kspace)
+    assert not rows[:, 3].any() and not rows[:, :, :12].any() and (rows[:, [0, 1, 2, 4, 5, 6, 7], 12:] == 2).all()
