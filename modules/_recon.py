@@ -90,11 +90,8 @@ class SliceKspace:
     The readout axis is the header's encoded x, or the readout length when that
     is larger or unknown; a shorter readout (asymmetric echo) is placed at the
     end of its row, its missing first samples left zero, as upstream does.
-    Each readout is copied once, on arrival, multiplied by ``(-1)**(ky + kx)``:
-    for even sizes this modulation turns the plain inverse FFT into the centred
-    one up to a ``±1`` factor per pixel (the DFT shift theorem), which a
-    magnitude image does not see.  This saves the four shift copies of
-    :func:`centred_ifft`.
+    Each readout is copied once, on arrival, as measured; :meth:`rss_image`
+    takes the shifts of the centred FFT into its crops (:func:`_centred_half`).
     """
 
     def __init__(self, metadata: Any, pool: Optional["KspacePool"] = None) -> None:
@@ -127,7 +124,6 @@ class SliceKspace:
             else:
                 self.kspace, reused = np.zeros(shape, np.complex64), False
             self._unwritten = np.ones(shape[1], dtype=bool) if reused else None
-            self._sign = np.where(np.arange(nx) % 2, -1, 1).astype(np.float32)
         nx = self.kspace.shape[2]
         if samples > nx or ncha != self.kspace.shape[0]:
             raise ValueError(f"readout {acq.scan_counter}: {ncha} channels x {samples} samples do not fit the "
@@ -140,8 +136,7 @@ class SliceKspace:
         if self._unwritten is not None and self._unwritten[line]:
             self._unwritten[line] = False
             self.kspace[:, line, :nx - samples] = 0  # an asymmetric echo's missing first samples
-        sign = self._sign[nx - samples:] if line % 2 == 0 else -self._sign[nx - samples:]
-        np.multiply(acq.data, sign, out=self.kspace[:, line, nx - samples:])
+        self.kspace[:, line, nx - samples:] = acq.data
         self.heads.append(acq._head)  # the header object itself: getHead()'s deep copy costs 6 us a readout
 
     def __len__(self) -> int:
@@ -172,40 +167,44 @@ class SliceKspace:
     def rss_image(self, ice_flip: bool = False) -> np.ndarray:
         """Root-sum-of-squares magnitude ``[y, x]``, cropped to the recon matrix.
 
-        Readout oversampling is removed after the readout FFT, so the phase FFT
-        runs on the cropped data.  The coils are transformed in chunks of
-        ``COIL_CHUNK`` whose power is summed into one float32 image, so the
-        temporaries are a few MB rather than a second copy of the slice (the
-        FFTs of a chunk still use every core).  Odd sizes take the explicitly
-        shifted path.  ``ice_flip``: k-space is reversed in phase and readout
-        first (upstream invertcontrast's ``np.flip(data, (1, 2))``).  Reversing
-        the stored, ``(-1)**(ky + kx)``-modulated array gives the modulated
-        reversed k-space up to one sign for the whole array, which a magnitude
-        does not see.  The FFTs overwrite :attr:`kspace`.
+        For even sizes the centred inverse FFT's magnitude is the plain inverse FFT's, shifted by
+        half its length (the DFT shift theorem; the shift of the input is a ``±1`` per output
+        pixel), so the plain FFTs run in place and each crop takes the shifted centre
+        (:func:`_centred_half`): no shift copies.  Readout oversampling is removed after the
+        readout FFT, so the phase FFT runs on the cropped data.  The coils are transformed in
+        chunks of ``COIL_CHUNK`` whose power is summed into one float32 image, so the temporaries
+        are a few MB rather than a second copy of the slice (the FFTs of a chunk still use every
+        core).  Odd sizes take the explicitly shifted path.  ``ice_flip``: k-space is reversed in
+        phase and readout first (upstream invertcontrast's ``np.flip(data, (1, 2))``).  The FFTs
+        overwrite :attr:`kspace`.
         """
         kspace = self.kspace[:, ::-1, ::-1] if ice_flip else self.kspace
         _, (rx, ry), _ = matrix_sizes(self.metadata)
-        if kspace.shape[1] % 2 or kspace.shape[2] % 2:
-            kspace = kspace * np.multiply.outer(np.where(np.arange(kspace.shape[1]) % 2, -1, 1), self._sign)
-            return reconstruct_rss(kspace.astype(np.complex64), self.metadata)
-        power = None
+        ny, nx = kspace.shape[1:]
+        if ny % 2 or nx % 2:
+            return reconstruct_rss(np.ascontiguousarray(kspace), self.metadata)
+        rx, ry = min(rx or nx, nx), min(ry or ny, ny)
+        power = np.zeros((ry, rx), dtype=np.float32)
         for start in range(0, kspace.shape[0], COIL_CHUNK):
             img = scipy.fft.ifft(kspace[start:start + COIL_CHUNK], axis=2, overwrite_x=True, workers=-1)
-            if rx:
-                img = np.ascontiguousarray(crop_centre(img, rx, axis=2))
+            img = np.concatenate([img[..., part] for part in _centred_half(nx, rx)], axis=2)
             img = scipy.fft.ifft(img, axis=1, overwrite_x=True, workers=-1)
-            if ry:
-                img = crop_centre(img, ry, axis=1)
-            if img.strides[-1] != img.itemsize:  # a reversed (ice_flip) or cropped-away last axis
-                img = np.ascontiguousarray(img)
-            pairs = img.view(np.float32)  # [coils, y, 2 x]: real and imaginary parts side by side
-            chunk = np.einsum("cyx,cyx->yx", pairs, pairs)  # sum over coils of |x|^2, per pair of columns
-            chunk = chunk[:, 0::2] + chunk[:, 1::2]
-            if power is None:
-                power = chunk
-            else:
-                power += chunk
+            row = 0
+            for part in _centred_half(ny, ry):
+                pairs = img[:, part].view(np.float32)  # [coils, rows, 2 x]: real and imaginary parts
+                block = np.einsum("cyx,cyx->yx", pairs, pairs)  # sum over coils of |x|^2, per column pair
+                power[row:row + block.shape[0]] += block[:, 0::2] + block[:, 1::2]
+                row += block.shape[0]
         return np.sqrt(power)
+
+
+def _centred_half(n: int, size: int) -> tuple[slice, slice]:
+    """The two slices of an unshifted FFT output of length ``n`` (even) that, in this order, are the
+    central ``size`` entries of the shifted (``fftshift``-ed) output: ``crop_centre(fftshift(y))``
+    is ``y[first]`` followed by ``y[second]``."""
+    start = n // 2 - size // 2 + n // 2  # the shifted centre's first index, in unshifted terms
+    first = slice(start % n, min(n, start % n + size))
+    return first, slice(0, size - (first.stop - first.start))
 
 
 class KspacePool:

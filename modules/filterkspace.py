@@ -4,9 +4,8 @@ Each slice's k-space ``[cha, ky, kx]`` (readout oversampling included) is
 multiplied by the separable window ``sqrt(outer(hanning(ny), hanning(nx)))``
 before the FFT, which lowers ringing at the cost of resolution; the rest is
 ``simplefft``: root-sum-of-squares, int16 scaled to ``BitsStored``, readout
-oversampling cropped.  ``_recon.SliceKspace`` stores k-space multiplied by
-``(-1)**(ky + kx)``; a real window commutes with that sign pattern, so it is
-applied to the stored array directly.  Images that arrive are ignored.
+oversampling cropped.  ``_recon.SliceKspace`` stores k-space as measured, so
+the window is applied to the stored array directly.  Images that arrive are ignored.
 """
 import logging
 
