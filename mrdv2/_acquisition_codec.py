@@ -119,6 +119,23 @@ def _varints(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
     return out, pos
 
 
+def _optional_varints(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
+    """``n`` optional unsigned varints (a presence byte, then the value when present); 0 when absent."""
+    out = []
+    for _ in range(n):
+        has = buf[pos]
+        pos += 1
+        if has:
+            b = buf[pos]
+            pos += 1
+            if b >= 0x80:
+                b, pos = _varint_tail(buf, pos, b)
+            out.append(b)
+        else:
+            out.append(0)
+    return out, pos
+
+
 def _parse(buf: bytes) -> tuple[tuple, int, int, int]:
     """Header and data shape from ``buf`` (the item's bytes after its union index): the v1 header
     fields (``_V1`` order, trajectory_dimensions 0), bytes used, coils, samples.  IndexError when
@@ -129,19 +146,7 @@ def _parse(buf: bytes) -> tuple[tuple, int, int, int]:
     if b >= 0x80:
         b, p = _varint_tail(buf, p, b)
     flags = b
-    # nine optional counters
-    counters = []
-    for _ in range(9):
-        has = buf[p]
-        p += 1
-        if has:
-            b = buf[p]
-            p += 1
-            if b >= 0x80:
-                b, p = _varint_tail(buf, p, b)
-            counters.append(b)
-        else:
-            counters.append(0)
+    counters, p = _optional_varints(buf, p, 9)
     n = buf[p]
     p += 1
     if n >= 0x80 or n > 8:
@@ -154,18 +159,7 @@ def _parse(buf: bytes) -> tuple[tuple, int, int, int]:
     if b >= 0x80:
         b, p = _varint_tail(buf, p, b)
     uid = b
-    opt2 = []
-    for _ in range(2):
-        has = buf[p]
-        p += 1
-        if has:
-            b = buf[p]
-            p += 1
-            if b >= 0x80:
-                b, p = _varint_tail(buf, p, b)
-            opt2.append(b)
-        else:
-            opt2.append(0)
+    opt2, p = _optional_varints(buf, p, 2)
     n = buf[p]
     p += 1
     if n > 3:
@@ -191,18 +185,7 @@ def _parse(buf: bytes) -> tuple[tuple, int, int, int]:
         if n and max(order) >= _MAX_CHANNEL:
             raise _Slow
         mask = convert._order_to_mask(order)
-    opt4 = []
-    for _ in range(4):
-        has = buf[p]
-        p += 1
-        if has:
-            b = buf[p]
-            p += 1
-            if b >= 0x80:
-                b, p = _varint_tail(buf, p, b)
-            opt4.append(b)
-        else:
-            opt4.append(0)
+    opt4, p = _optional_varints(buf, p, 4)
     has = buf[p]
     p += 1
     if has:
