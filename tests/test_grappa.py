@@ -4,7 +4,6 @@ over real sockets (main.py and client.py subprocesses) on the generator's data a
 R = 2 and 3 with 24 ACS lines and noise within NRMSE 0.06 of the fully sampled RSS inside the object while
 simplefft on the same data is above 0.2, partial Fourier 0.75 by POCS, 3-D and multi-slice geometry."""
 import copy
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -25,11 +24,8 @@ import _errors  # noqa: E402
 import grappa  # noqa: E402
 import simplefft  # noqa: E402
 from tools import _cartesian_sampling, _mrd_header  # noqa: E402
+from tools import generate_cartesian_shepp_logan_dataset as gen  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("generate_cartesian_for_grappa",
-                                               REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py")
-gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gen)
 
 COILS = 8
 NOISE = "0.003"  # image-domain noise, relative to the phantom's maximum (1); inside the object 0.1-0.4

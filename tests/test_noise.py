@@ -2,7 +2,6 @@
 the noise dependency store; over real sockets: pre-whitening lowers the error on correlated-noise data
 (grappa and simplefft with ``prewhiten``), and a noise session followed by an image session naming it gives
 the images of one session carrying its own noise scans."""
-import importlib.util
 import json
 import sys
 
@@ -17,11 +16,8 @@ from conftest import REPO, ServerProcess, images_of, nrmse, rss, run_client
 
 sys.path.insert(0, str(REPO / "modules"))
 import _noise  # noqa: E402
+from tools import generate_cartesian_shepp_logan_dataset as gen  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("generate_cartesian_for_noise",
-                                               REPO / "tools" / "generate_cartesian_shepp_logan_dataset.py")
-gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gen)
 
 COILS = 8
 
