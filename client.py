@@ -42,7 +42,6 @@ from typing import Any
 import constants  # first: it lets ismrmrd load its XML schema code only when needed
 
 import h5py
-import ismrmrd
 
 import mrdfile
 from connection import (DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_TEXT_BYTES, READ_BUFFER_BYTES, MessageID, MessageReader,

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     confirmed: list[str] = []
     worst = 0
     started = time.perf_counter()
-    print(f"| bench | figure | better | baseline | now | change | verdict |")
+    print("| bench | figure | better | baseline | now | change | verdict |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         state, result, seconds = run_bench(name)
