@@ -1,5 +1,6 @@
 """Tests of modules/_recon.py: slice k-space assembly and RSS reconstruction against numpy references."""
 import sys
+import threading
 from pathlib import Path
 
 import ismrmrd
@@ -159,3 +160,29 @@ def test_a_recycled_array_holds_nothing_of_the_slice_before():
     assert done is not None and done.kspace is not None
     rows = np.abs(done.kspace)
     assert not rows[:, 3].any() and not rows[:, :, :12].any() and (rows[:, [0, 1, 2, 4, 5, 6, 7], 12:] == 2).all()
+
+
+def test_pooled_slices_share_one_work_array_per_thread_and_give_the_same_images():
+    """rss_image crops each coil chunk into the pool's work array (reused from slice to slice on one
+    thread, its own on another thread); the images equal those of slices without a pool, for coil
+    counts that do and do not fill the last chunk."""
+    pool = _recon.KspacePool()
+    first = pool.scratch((4, 8, 16))
+    assert pool.scratch((4, 8, 16)) is first
+    assert pool.scratch((2, 8, 16)).shape == (2, 8, 16)  # another shape: a new one
+    other = []
+    thread = threading.Thread(target=lambda: other.append(pool.scratch((2, 8, 16))))
+    thread.start()
+    thread.join()
+    assert other[0] is not pool.scratch((2, 8, 16))
+    rng = np.random.default_rng(4)
+    for coils in (6, 8, 3):
+        coil_images = rng.standard_normal((coils, 32, 48)) + 1j * rng.standard_normal((coils, 32, 48))
+        images = []
+        for slice_pool in (None, pool, pool):
+            slice_kspace = _recon.SliceKspace("not a parsed header", slice_pool)
+            for acq in readouts_of(centred_fft2(coil_images)):
+                slice_kspace.add(acq)
+            images.append(slice_kspace.rss_image())
+        assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])
+        assert nrmse(images[1], rss(coil_images)) < 1e-5
