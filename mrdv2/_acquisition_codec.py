@@ -140,7 +140,6 @@ def _parse(buf: bytes) -> tuple[tuple, int, int, int]:
     """Header and data shape from ``buf`` (the item's bytes after its union index): the v1 header
     fields (``_V1`` order, trajectory_dimensions 0), bytes used, coils, samples.  IndexError when
     ``buf`` ends first, _Slow when the generic path must read it."""
-    p = 0
     b = buf[0]
     p = 1
     if b >= 0x80:

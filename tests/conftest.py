@@ -1,4 +1,5 @@
 """Pytest fixtures: repository imports, a real server subprocess on 127.0.0.1, client runs, NRMSE."""
+import json
 import socket
 import subprocess
 import sys
@@ -56,6 +57,19 @@ def run_client(port: int, *args: str, cwd: Path | None = None, timeout: float = 
     """Run client.py against 127.0.0.1:port; returns the finished process (text output)."""
     cmd = [sys.executable, str(REPO / "client.py"), "-a", "127.0.0.1", "-p", str(port), *args]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def run_module_client(port: int, path: Path, module: str, cwd: Path,
+                      parameters: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    """``client.py -c <module> -G g`` on ``path``; with ``parameters``, from a folder of its own below
+    ``cwd`` that holds ``<module>.json`` with them (the client sends the JSON of the module's name from its
+    working directory).  Returns the output file's path and the finished client."""
+    if parameters:
+        cwd = cwd / "_".join([module] + [f"{k}-{v}" for k, v in sorted(parameters.items())])
+        cwd.mkdir(exist_ok=True)
+        (cwd / f"{module}.json").write_text(json.dumps({"parameters": parameters}))
+    out = cwd / f"{path.stem}_{module}.h5"
+    return out, run_client(port, "-c", module, "-o", str(out), "-G", "g", str(path), cwd=cwd)
 
 
 def generate_phantom(path: Path, *args: str) -> Path:

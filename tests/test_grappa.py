@@ -4,7 +4,6 @@ over real sockets (main.py and client.py subprocesses) on the generator's data a
 R = 2 and 3 with 24 ACS lines and noise within NRMSE 0.06 of the fully sampled RSS inside the object while
 simplefft on the same data is above 0.2, partial Fourier 0.75 by POCS, 3-D and multi-slice geometry."""
 import copy
-import json
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import scipy.ndimage
 
 import mrdfile
-from conftest import REPO, ServerProcess, images_of, nrmse, rss, run_client
+from conftest import REPO, ServerProcess, images_of, nrmse, rss, run_module_client
 
 sys.path.insert(0, str(REPO / "modules"))
 import _errors  # noqa: E402
@@ -350,12 +349,7 @@ def grappa_server(tmp_path_factory):
 def reconstruct(port, path, module, cwd, **parameters):
     """``client.py -c <module>`` on ``path`` (``<module>.json`` with ``parameters`` in a folder of its own);
     the images' pixels ``[N, y, x]`` and headers."""
-    if parameters:
-        cwd = cwd / "_".join([module] + [f"{k}-{v}" for k, v in sorted(parameters.items())])
-        cwd.mkdir(exist_ok=True)
-        (cwd / f"{module}.json").write_text(json.dumps({"parameters": parameters}))
-    out = cwd / f"{path.stem}_{module}.h5"
-    result = run_client(port, "-c", module, "-o", str(out), "-G", "g", str(path), cwd=cwd)
+    out, result = run_module_client(port, path, module, cwd, parameters)
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "Unknown config" not in log and "WARNING" not in log, log
     pixels, heads, _ = images_of(out, "g")

@@ -2,7 +2,6 @@
 the noise dependency store; over real sockets: pre-whitening lowers the error on correlated-noise data
 (grappa and simplefft with ``prewhiten``), and a noise session followed by an image session naming it gives
 the images of one session carrying its own noise scans."""
-import json
 import sys
 
 import h5py
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from conftest import REPO, ServerProcess, images_of, nrmse, rss, run_client
+from conftest import REPO, ServerProcess, images_of, nrmse, rss, run_module_client
 
 sys.path.insert(0, str(REPO / "modules"))
 import _noise  # noqa: E402
@@ -254,12 +253,7 @@ def reconstruct(port, path, module, cwd, ok=True, **parameters):
     """``client.py -c <module>`` on ``path``; with ``parameters``, from a folder of its own that holds
     ``<module>.json`` with them (the client sends the JSON of the module's name from its working directory).
     Returns the pixels ``[N, y, x]`` (None unless ``ok``) and the client's output."""
-    if parameters:
-        cwd = cwd / "_".join([module] + [f"{k}-{v}" for k, v in sorted(parameters.items())])
-        cwd.mkdir(exist_ok=True)
-        (cwd / f"{module}.json").write_text(json.dumps({"parameters": parameters}))
-    out = cwd / f"{path.stem}_{module}.h5"
-    result = run_client(port, "-c", module, "-o", str(out), "-G", "g", str(path), cwd=cwd)
+    out, result = run_module_client(port, path, module, cwd, parameters)
     log = result.stdout + result.stderr
     assert "Unknown config" not in log and ("JSON config: none" in log) != bool(parameters), log
     if not ok:
