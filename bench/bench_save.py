@@ -36,8 +36,8 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import (REPO_DIR, BenchError, ServerError, client_once, machine_description,  # noqa: E402
-                        raw_data_bytes, start_server, verdict)
+from bench_core import (BenchError, ServerError, client_once, machine_description, phantom_data,  # noqa: E402
+                        start_server, verdict)
 
 TARGET_FRACTION = 0.9
 TARGET_END_TO_END = 0.7
@@ -79,14 +79,7 @@ def check_saved(folder: Path, count: int) -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
-    data = args.data
-    if data is None:
-        data = str(tmp / "phantom.h5")
-        subprocess.run([sys.executable, "tools/generate_cartesian_shepp_logan_dataset.py", "-o", data,
-                        "-m", str(args.matrix), "-c", str(args.coils), "-r", str(args.repetitions)],
-                       cwd=REPO_DIR, check=True, capture_output=True)
-    data = str(Path(data).resolve())
-    count, nbytes = raw_data_bytes(data)
+    data, count, nbytes = phantom_data(args, tmp)
     save_dir = tmp / "saved"
     save_dir.mkdir()
     server = start_server(tmp / "server.log", "-S", str(save_dir))
@@ -137,10 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        print("--repeats must be at least 1", file=sys.stderr)
+        return 2
+    if args.data is not None and not Path(args.data).is_file():
+        print(f"bench failed: --data {args.data}: no such file", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="bench_save_", dir=args.data and Path(args.data).parent) as tmp:
         try:
             return run(args, Path(tmp))
-        except (BenchError, ServerError) as exc:
+        except (BenchError, ServerError, subprocess.SubprocessError, OSError) as exc:
             print(f"bench failed: {exc}", file=sys.stderr)
             return 2
 
