@@ -5,8 +5,11 @@ on a CUDA machine).
 
 For every coil chunk (coils per thread) and dense-row threshold (samples per arm per grid row above
 which a warp gathers the row) of ``modules/_gpu_gridding.py``, prints CUDA-event times of: gridding a
-block of 17 arms, a frame's gather (4 arms + 3 block grids), the in-place FFT, the crop+RSS kernel,
-and wall times of the copy to the host and of one arm intake. Sizes as in ``bench_spiral.py``.
+block of 17 arms, a frame's gather (4 arms + the stored block sum), the in-place FFT, the crop+RSS
+kernel, and wall times of the copy to the host, of one arm intake and of a steady-state frame image
+(gather, FFT, RSS, copy) made step by step against one CUDA graph (``modules/_gpu_frames.py``), with
+the count of frames the graph made (``graphs OFF`` when the window fell back to step by step).
+Sizes as in ``bench_spiral.py``.
 """
 from __future__ import annotations
 
@@ -76,19 +79,26 @@ def main(argv: list[str] | None = None) -> int:
                 window.add(i % INTERLEAVES, arms[i % INTERLEAVES])
             frame = window._grid_sum()
             image = gridder.rss(frame.copy())
+            frames = window._rss_frames
+            extra = [(arm, s) for arm, s in window._current]
+            frame_args = ([a for a, _ in extra], [s for _, s in extra], [window._block_sum])
+            window.rss()  # captures the steady-state frame's graph and checks it once
             steps = {
                 "block of 17 arms (GPU)": gpu_ms(lambda: gridder.grid_arms(range(SHIFT), arms[:SHIFT])),
                 "frame gather (GPU)": gpu_ms(window._grid_sum),
-                "in-place FFT (GPU)": gpu_ms(lambda: gridder._ifft(frame)),
+                "in-place FFT (GPU)": gpu_ms(lambda: gridder.tables._ifft(frame, gridder.plan)),
                 "crop+RSS (GPU)": gpu_ms(lambda: _gpu_gridding.crop_rss(frame.reshape(COILS, *gridder.grid),
-                                                                        gridder._abs_apod, M)),
+                                                                        gridder.plan.abs_apod, M)),
                 "copy to host (wall)": wall_ms(image.get),
                 "arm intake (wall, mean)": wall_ms(lambda: window.add(0, arms[0]), SHIFT),
+                "frame step by step (wall)": wall_ms(lambda: frames.step_by_step(*frame_args)),
+                "frame as a graph (wall)": wall_ms(lambda: frames(*frame_args)),
             }
             heavy = gridder.tables.grid_points - gridder.tables.light
             print(f"coil chunk {chunk}, dense rows above {dense} per arm ({heavy} rows)")
             for name, ms in steps.items():
-                print(f"  {name:24s} {ms:.4f} ms")
+                print(f"  {name:26s} {ms:.4f} ms")
+            print(f"  graph frames: {frames.launches}, graphs {'on' if frames.enabled else 'OFF'}")
     return 0
 
 

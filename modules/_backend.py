@@ -35,6 +35,11 @@ def array_module(array: Any) -> ModuleType:
     return np
 
 
+def to_host(array: Any) -> np.ndarray:
+    """``array`` as a NumPy array: a CuPy array is copied from its device, anything else taken as it is."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
 @dataclasses.dataclass(frozen=True)
 class Backend:
     """The array and FFT modules of one device; ``gpu`` is the CUDA device, -1 for the CPU."""
@@ -67,7 +72,7 @@ class Backend:
         return xp.asarray(np.ascontiguousarray(array, dtype=dtype))
 
     def to_host(self, array: Any) -> np.ndarray:
-        return array.get() if hasattr(array, "get") else np.asarray(array)
+        return to_host(array)
 
     def synchronize(self) -> None:
         if self.gpu >= 0:

@@ -185,20 +185,30 @@ class GpuArmTables:
         self.grid_points = grid_points
         self.samples = samples
 
+    @staticmethod
+    def pointer_table(arms: Sequence[int], samples: Sequence[Any], add: Sequence[Any] = ()) -> np.ndarray:
+        """The gather kernel's table (int64, host): the arms, the device addresses of their samples,
+        then those of the grids to add."""
+        return np.array([*arms, *(s.data.ptr for s in samples), *(a.data.ptr for a in add)], dtype=np.int64)
+
+    def launch_grid(self, table: Any, arms: int, add: int, coils: int, out: Any) -> None:
+        """Launch the gather kernel on the current stream: ``table`` (:meth:`pointer_table` of
+        ``arms`` arms and ``add`` grids, on the device) gridded into ``out`` ``[coils, grid_points]``."""
+        chunk = min(COIL_CHUNK, coils)
+        heavy = self.grid_points - self.light
+        _module(chunk).get_function("grid_arms")(
+            (_blocks(self.light) + _blocks(32 * heavy), (coils + chunk - 1) // chunk), (THREADS,),
+            (self.rowptr, self.cols, self.weights, table, np.int32(arms), np.int32(add),
+             np.int32(self.grid_points), np.int32(self.samples), np.int32(coils), self.order, np.int32(self.light),
+             np.int32(heavy), out))
+
     def grid(self, arms: Sequence[int], samples: Sequence[Any], add: Sequence[Any] = ()) -> Any:
         """``[coils, grid_points]`` complex64: the sum of the grids ``add`` (same shape) and the
         gridded ``samples`` (device arrays ``[coils, samples]``, complex64, C order) of ``arms``."""
         import cupy
         coils = (samples[0] if len(samples) else add[0]).shape[0]
-        table = np.array([*arms, *(s.data.ptr for s in samples), *(a.data.ptr for a in add)], dtype=np.int64)
         out = cupy.empty((coils, self.grid_points), dtype=cupy.complex64)
-        chunk = min(COIL_CHUNK, coils)
-        heavy = self.grid_points - self.light
-        _module(chunk).get_function("grid_arms")(
-            (_blocks(self.light) + _blocks(32 * heavy), (coils + chunk - 1) // chunk), (THREADS,),
-            (self.rowptr, self.cols, self.weights, cupy.asarray(table), np.int32(len(arms)), np.int32(len(add)),
-             np.int32(self.grid_points), np.int32(self.samples), np.int32(coils), self.order, np.int32(self.light),
-             np.int32(heavy), out))
+        self.launch_grid(cupy.asarray(self.pointer_table(arms, samples, add)), len(arms), len(add), coils, out)
         return out
 
     @staticmethod
@@ -213,11 +223,17 @@ class GpuArmTables:
         return crop_rss(cupy.ascontiguousarray(images), apod, m)
 
 
-@functools.lru_cache(maxsize=None)
-def _fft_plan(device: int, shape: tuple[int, ...]) -> Any:
+def fft_plan(shape: tuple[int, ...]) -> Any:
+    """A new cuFFT plan (current device) for the 2-D transforms over the last two axes of C-contiguous
+    ``shape`` ``[n, G0, G1]`` complex64; call it with ``plan.fft(x, out, cufft.CUFFT_INVERSE)``."""
     import cupy
     import cupyx.scipy.fft
     return cupyx.scipy.fft.get_fft_plan(cupy.empty(shape, dtype=cupy.complex64), axes=(1, 2), value_type="C2C")
+
+
+@functools.lru_cache(maxsize=None)
+def _fft_plan(device: int, shape: tuple[int, ...]) -> Any:
+    return fft_plan(shape)
 
 
 def inverse_fft2_inplace(images: Any) -> Any:
@@ -230,23 +246,30 @@ def inverse_fft2_inplace(images: Any) -> Any:
     return images
 
 
-def crop_rss(images: Any, apod: Any, m: int) -> Any:
-    """``apod * sqrt(sum_c |x_c|^2)`` of the centre ``[m, m]`` of ``[coils, G, G]`` images (float32)."""
+def crop_rss(images: Any, apod: Any, m: int, out: Any = None) -> Any:
+    """``apod * sqrt(sum_c |x_c|^2)`` of the centre ``[m, m]`` of C-contiguous ``[coils, G, G]`` images
+    (float32), into ``out`` when given (launched on the current stream)."""
     import cupy
     coils, g0, g1 = images.shape
-    out = cupy.empty((m, m), dtype=cupy.float32)
+    if out is None:
+        out = cupy.empty((m, m), dtype=cupy.float32)
     _module(COIL_CHUNK).get_function("crop_rss")(
         (_blocks(m * m),), (THREADS,),
         (images, apod, np.int32(coils), np.int32(g1), np.int32(g0 * g1), np.int32(m), np.int32(g0 // 2 - m // 2), out))
     return out
 
 
+def load_kernels(coils: int = COIL_CHUNK) -> None:
+    """Compile (or take from CuPy's on-disk cache) and load the two kernels that frames of ``coils``
+    coils use, on the current device."""
+    _module(min(COIL_CHUNK, coils)).get_function("grid_arms")
+    _module(COIL_CHUNK).get_function("crop_rss")
+
+
 def warm_up() -> None:
-    """What a first frame on the current device would wait for, done now: compile the two kernels
-    (CuPy also keeps them in its on-disk cache) and start cuFFT with a tiny plan."""
+    """What a first frame on the current device would wait for, done now: the two kernels loaded
+    (:func:`load_kernels`) and cuFFT started with a tiny plan."""
     import cupy
-    module = _module(COIL_CHUNK)
-    for name in ("grid_arms", "crop_rss"):
-        module.get_function(name)
+    load_kernels()
     inverse_fft2_inplace(cupy.zeros((1, 8, 8), dtype=cupy.complex64))
     cupy.cuda.Device().synchronize()

@@ -10,7 +10,9 @@ sliding window grids each arm once:
    product for all arms per group of coils, the groups in threads) or
    :class:`GpuTables` (one CUDA kernel of ``_gpu_gridding``), as the backend picks;
 2. :meth:`ArmGridder.image` and :meth:`ArmGridder.rss` - centred inverse FFT of a
-   grid sum, crop to ``[m, m]``, scaling and apodization (and the coil combination).
+   grid sum, crop to ``[m, m]``, scaling and apodization (and the coil combination);
+   :meth:`ArmGridder.rss_frames` gives a window both steps at once with the image on the
+   host (on the GPU one CUDA graph per frame, ``_gpu_frames``).
 
 Because gridding is linear, the image of the gridded arms equals the sum of
 ``sigpy.nufft_adjoint`` over the arms (to float rounding).  The kernel is the
@@ -37,6 +39,7 @@ import scipy.sparse
 import scipy.special
 
 from _backend import Backend
+from _gpu_frames import FrameGraphs
 from _gpu_gridding import GpuArmTables  # CuPy is imported only when used
 
 OVERSAMPLING = 1.25
@@ -235,6 +238,10 @@ class CpuArmTables:
         total *= plan.abs_apod
         return total
 
+    def rss_frames(self, plan: ImagePlan) -> Callable[..., np.ndarray]:
+        """A window's frame function: ``(arms, samples, add)`` to :meth:`rss` of :meth:`grid`."""
+        return lambda arms, samples, add=(): self.rss(self.grid(arms, samples, add), plan)
+
 
 class GpuTables(GpuArmTables):
     """:class:`_gpu_gridding.GpuArmTables` (grid sums ``[coils, grid_points]``, its gather kernel)
@@ -256,6 +263,11 @@ class GpuTables(GpuArmTables):
         """``|apod| * sqrt(sum_c |x_c|^2)`` ``[m, m]`` float32 of a grid sum (overwritten): one kernel
         for crop, coil sum, root and apodization."""
         return self.crop_rss(self._ifft(grid_sum, plan), plan.abs_apod, plan.m)
+
+    def rss_frames(self, plan: ImagePlan) -> FrameGraphs:
+        """A window's frame function: ``(arms, samples, add)`` to the host image of :meth:`rss` of
+        :meth:`grid`, one CUDA graph per frame (``_gpu_frames``)."""
+        return FrameGraphs(self, plan)
 
 
 class ArmGridder:
@@ -326,6 +338,12 @@ class ArmGridder:
         crop, sum, root and apodization are one kernel.
         """
         return self.tables.rss(grid_sum, self.plan)
+
+    def rss_frames(self) -> Callable[..., np.ndarray]:
+        """A new frame function for one window (it may keep buffers of its own, so never share it
+        between windows): ``(arms, samples, add)``, the arguments of :meth:`grid_arms`, to the
+        :meth:`rss` image of their grid sum on the host, ``[m, m]`` float32 (NumPy)."""
+        return self.tables.rss_frames(self.plan)
 
 
 _kept: collections.OrderedDict[tuple, ArmGridder] = collections.OrderedDict()

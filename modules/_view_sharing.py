@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+import numpy as np
+
 from _gridding import ArmGridder
 
 
@@ -38,6 +40,7 @@ class SlidingWindow:
         self.arms_seen = 0
         self._coils = 0
         self._dtype = gridder.backend.xp.complex64
+        self._rss_frames = gridder.rss_frames()
 
     def reset(self) -> None:
         """Forget all arms (a new slice starts)."""
@@ -80,6 +83,8 @@ class SlidingWindow:
         """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""
         return self.gridder.image(self._grid_sum())
 
-    def rss(self) -> Any:
-        """Root-sum-of-squares image ``[m, m]`` of the frame's arms (device array, float32)."""
-        return self.gridder.rss(self._grid_sum())
+    def rss(self) -> np.ndarray:
+        """Root-sum-of-squares image ``[m, m]`` of the frame's arms, on the host (NumPy, float32): on
+        the GPU gridding, FFT, RSS and the copy are one CUDA graph (``_gpu_frames``)."""
+        return self._rss_frames([arm for arm, _ in self._current], [s for _, s in self._current],
+                                [] if self._block_sum is None else [self._block_sum])

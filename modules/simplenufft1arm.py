@@ -103,7 +103,7 @@ class ViewSharingRecon:
                 self.maps = _coils.inati_maps(images)
             combined = _coils.combine(images, self.maps)
             return self.backend.to_host(combined if self.cfg.save_complex else abs(combined))
-        return self.backend.to_host(self.window.rss())
+        return self.window.rss()
 
     def frame_image(self, arm: ismrmrd.Acquisition, metadata: Any, index: int, repetition: int) -> ismrmrd.Image:
         """The MRD image of the current frame, header from its last arm ``arm`` (docs/spiral.md §6.3)."""

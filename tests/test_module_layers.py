@@ -15,7 +15,7 @@ MODULES = REPO / "modules"
 # docs/architecture.md §10; a helper may import helpers of lower layers only.
 LAYERS = {
     "_errors": 1, "_backend": 1, "_spiral": 1, "_binning": 1, "_gpu_gridding": 1, "_noise": 1,
-    "_coils": 2, "_bart": 2, "_toml": 2,
+    "_coils": 2, "_bart": 2, "_toml": 2, "_gpu_frames": 2,
     "_recon": 3, "_gridding": 3, "bart": 3,
     "_images": 4, "_view_sharing": 4, "_spiral_io": 4, "_parallel": 4,
     "_spiral_bart": 5,
