@@ -17,6 +17,7 @@ fi
 mbps=$1 folder=$2
 shift 2
 source=$(findmnt -n -o SOURCE --target "$folder")
+[ -b "$source" ] || { echo "$folder is not on a block device (its file system: $source)" >&2; exit 2; }
 disk=$(lsblk -n -o PKNAME "$source" 2>/dev/null | head -n 1)
 device=$(lsblk -n -d -o MAJ:MIN "/dev/${disk:-${source#/dev/}}" | tr -d ' ')
 limit=$((mbps * 1000000))
