@@ -37,8 +37,8 @@ import ismrmrd.xsd
 import numpy as np
 
 import constants
-from connection import (Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded, socket_sender,
-                        stream_sender, socket_reader, stream_format)
+from connection import (Connection, MessageID, MessageWriter, MrdError, ProtocolError, StreamEnded, parse_header_xml,
+                        socket_sender, warm_header_xml, stream_sender, socket_reader, stream_format)
 from mrdsave import SessionRecorder, recover_crashed
 
 log = logging.getLogger(__name__)
@@ -225,17 +225,11 @@ class SessionSetup:
     json_text: str | None
 
 
-XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
-
-
 def parse_header(xml: str) -> Any:
-    """The header as ``ismrmrdHeader``; the raw text when it is not valid ISMRMRD XML.
-
-    The text is already decoded, so its XML declaration is dropped before parsing: ismrmrd 1.15
-    writes ``encoding="ascii"`` in front of UTF-8 text (e.g. a patient name with umlauts).
-    """
+    """The header as ``ismrmrdHeader`` (``connection.parse_header_xml``); the raw text when it is not
+    valid ISMRMRD XML."""
     try:
-        return ismrmrd.xsd.CreateFromDocument(XML_DECLARATION.sub("", xml, count=1))
+        return parse_header_xml(xml)
     except Exception as exc:  # xsdata raises several unrelated types
         log.warning("XML header could not be parsed (%s); the module gets the raw text", exc)
         return xml
@@ -740,11 +734,12 @@ class Server:
 
     def preload(self) -> None:
         """Import the default and example modules now, and ismrmrd's XML schema (which ``constants``
-        defers, docs/architecture.md §8), so the first session does not wait for them.  In threads
+        defers, docs/architecture.md §8) with the binding metadata of header parsing
+        (``connection.warm_header_xml``), so the first session does not wait for them.  In threads
         mode a preloaded module's ``warm_up()``, when it has one, runs too (docs/modules.md §2.4: the
         GPU reconstruction starts CUDA and compiles its kernels); not with ``-m``, whose forked session
         processes could not use a CUDA context made before the fork."""
-        ismrmrd.xsd.ismrmrdHeader  # noqa: B018 (loads the schema code)
+        warm_header_xml()
         gpu = self.config.preload_with_gpu if importlib.util.find_spec("cupy") is not None else ()
         for name in dict.fromkeys((self.config.default_config,) + self.config.preload + gpu):
             if self.registry.find(name) is None:

@@ -41,7 +41,6 @@ import ctypes
 import dataclasses
 import datetime
 import enum
-import re
 import struct
 import types
 import typing
@@ -53,6 +52,8 @@ import mrd
 import numpy as np
 from xsdata.models.datatype import XmlDate, XmlTime
 
+from connection import header_xml, parse_header_xml
+
 __all__ = [
     "header_to_xml", "header_from_xml", "header_to_xsd", "header_from_xsd",
     "acquisition_to_v1", "acquisition_to_v2", "waveform_to_v1", "waveform_to_v2",
@@ -63,7 +64,6 @@ __all__ = [
 # Header
 # --------------------------------------------------------------------------------------------
 
-_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 _NS_PER_S = 1_000_000_000
 
 # v2 enum members that the XSD cannot express; they are written as an absent (optional) element.
@@ -243,18 +243,15 @@ def header_from_xsd(header: ismrmrd.xsd.ismrmrdHeader) -> mrd.Header:
 
 
 def header_to_xml(header: mrd.Header) -> str:
-    """The ISMRMRD XML text (``ismrmrd.xsd.ToXML``, declared UTF-8) of a v2 header."""
-    return ismrmrd.xsd.ToXML(header_to_xsd(header), encoding="utf-8")
+    """The ISMRMRD XML text (``connection.header_xml``, declared UTF-8) of a v2 header."""
+    return header_xml(header_to_xsd(header), encoding="utf-8")
 
 
 def header_from_xml(xml: str) -> mrd.Header:
-    """The v2 header of an ISMRMRD XML text; ValueError when it is not valid ISMRMRD XML.
-
-    The text is already decoded, so its XML declaration is dropped before parsing (ismrmrd 1.15
-    declares ``ascii`` in front of UTF-8 text).
-    """
+    """The v2 header of an ISMRMRD XML text (``connection.parse_header_xml``); ValueError when it is not
+    valid ISMRMRD XML."""
     try:
-        parsed = ismrmrd.xsd.CreateFromDocument(_XML_DECLARATION.sub("", xml, count=1))
+        parsed = parse_header_xml(xml)
     except Exception as exc:  # xsdata raises several unrelated types
         raise ValueError(f"not a valid ISMRMRD XML header: {exc}") from exc
     return header_from_xsd(parsed)

@@ -34,7 +34,7 @@ import mrd
 import numpy as np
 from mrd import _binary
 
-from connection import MessageID, ProtocolError, StreamEnded
+from connection import MessageID, ProtocolError, StreamEnded, header_xml, parse_header_xml
 from mrdv2 import _acquisition_codec, convert
 
 log = logging.getLogger(__name__)
@@ -289,13 +289,13 @@ def xml_with_config(xml: str, config: str) -> str:
     server is to run: a v2 stream has no configuration message); ``config`` empty: unchanged."""
     if not config:
         return xml
-    header = ismrmrd.xsd.CreateFromDocument(xml)
+    header = parse_header_xml(xml)
     if header.userParameters is None:
         header.userParameters = ismrmrd.xsd.userParametersType()
     strings = [p for p in header.userParameters.userParameterString if p.name != CONFIG_PARAMETER]
     header.userParameters.userParameterString = strings + [
         ismrmrd.xsd.userParameterStringType(name=CONFIG_PARAMETER, value=config)]
-    return ismrmrd.xsd.ToXML(header)
+    return header_xml(header)
 
 
 def config_of(header: mrd.Header) -> str:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-import ismrmrd.xsd
+from connection import parse_header_xml
 
 Triple = tuple[Optional[int], Optional[int], Optional[int]]
 FloatTriple = tuple[Optional[float], Optional[float], Optional[float]]
@@ -23,7 +23,6 @@ TUPLE_FIELDS = frozenset({"te_ms", "matrix_encoded", "matrix_recon", "fov_mm", "
 # userParameters (Double or Long, names compared case-insensitively) taken as the readout
 # bandwidth in Hz per pixel: MRD v1 has no element for it.
 BANDWIDTH_USER_PARAMETERS = ("bandwidthperpixel", "pixelbandwidth")
-XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def params_from_mrd(header: Any) -> ScanParams:
     """
     if isinstance(header, str):
         try:
-            header = ismrmrd.xsd.CreateFromDocument(XML_DECLARATION.sub("", header, count=1))
+            header = parse_header_xml(header)
         except Exception:  # xsdata raises several unrelated types
             return _params_from_text(header)
     measurement = getattr(header, "measurementInformation", None)

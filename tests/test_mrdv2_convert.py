@@ -29,6 +29,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import connection  # noqa: E402
 import mrdfile  # noqa: E402
 from mrdv2 import convert  # noqa: E402
 
@@ -37,7 +38,7 @@ Time = mrd.yardl_types.Time
 
 
 def _parse(xml: str) -> ismrmrd.xsd.ismrmrdHeader:
-    return ismrmrd.xsd.CreateFromDocument(convert._XML_DECLARATION.sub("", xml, count=1))
+    return ismrmrd.xsd.CreateFromDocument(connection.XML_DECLARATION.sub("", xml, count=1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -184,3 +184,47 @@ def test_send_close_is_sent_once():
     conn.send_close()
     conn.send_close()
     assert out.getvalue() == struct.pack("<H", 4)
+
+
+def _phantom_header_xml():
+    """The phantom generator's header (every section a scan has), as ismrmrd writes it."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "tools" / "generate_cartesian_shepp_logan_dataset.py"
+    spec = importlib.util.spec_from_file_location("generate_cartesian_shepp_logan_dataset", path)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    return generator.header_xml(64, 4, 2, 1, 2)
+
+
+def test_header_xml_parsing_and_writing_equal_ismrmrd_xsd():
+    import re
+
+    import ismrmrd.xsd
+    from connection import header_xml, parse_header_xml, warm_header_xml
+    warm_header_xml()
+    declaration = re.compile(r"^\s*<\?xml[^>]*\?>")
+    full = declaration.sub("", _phantom_header_xml()).replace("<protocolName>", "<protocolName>Prüfung ")
+    declared = '<?xml version="1.0" encoding="ascii"?>\n' + full  # what ismrmrd 1.15 writes before UTF-8 text
+    for text in (XML, full, declared):
+        reference = ismrmrd.xsd.CreateFromDocument(declaration.sub("", text))
+        assert parse_header_xml(text) == reference
+        if not text.startswith("<?xml"):  # bytes are parsed as they are, declaration and all
+            assert parse_header_xml(text.encode()) == reference
+        for encoding in ("ascii", "utf-8"):
+            assert header_xml(reference, encoding) == ismrmrd.xsd.ToXML(reference, encoding=encoding)
+    assert parse_header_xml(declared).measurementInformation.protocolName.startswith("Prüfung ")
+    with pytest.raises(Exception):
+        parse_header_xml(XML.replace("</ismrmrdHeader>", "<bogus/></ismrmrdHeader>"))
+
+
+def test_header_xml_is_parsed_the_same_by_threads_sharing_one_fresh_context(monkeypatch):
+    import concurrent.futures
+
+    import connection
+    monkeypatch.setattr(connection, "_xml_context", None)  # the metadata is built while threads parse
+    full = _phantom_header_xml()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        headers = list(pool.map(lambda _: connection.parse_header_xml(full), range(64)))
+    assert all(header == headers[0] for header in headers) and headers[0].encoding[0].encodedSpace.matrixSize.x == 128
+    assert connection._xml_context is not None
