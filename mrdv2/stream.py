@@ -72,9 +72,12 @@ class _PatientInputStream(_binary.CodedInputStream):
             if shift > 63:
                 raise ValueError("a varint (a count, length or integer) longer than 10 bytes")
 
-    def _read_large(self, count: int) -> bytearray:
-        """``count`` bytes, more than the buffer holds: what is buffered, then reads until complete."""
-        out = bytearray(count)
+    def _read_large(self, count: int) -> np.ndarray:
+        """``count`` bytes (a uint8 array, which mrd's readers take as they take a ``bytearray``), more
+        than the buffer holds: what is buffered, then reads until complete.  The array is not
+        zero-filled first (``bytearray(count)`` would be): each byte is written once, and a stream
+        that claims a large array and then ends has made no memory resident."""
+        out = np.empty(count, dtype=np.uint8)
         view = memoryview(out)
         remaining = self._last_read_count - self._offset
         view[:remaining] = self._view[self._offset:self._last_read_count]
@@ -87,7 +90,7 @@ class _PatientInputStream(_binary.CodedInputStream):
             view = view[n:]
         return out
 
-    def read_bytearray(self, count: int) -> bytearray:
+    def read_bytearray(self, count: int) -> bytearray | np.ndarray:
         if count > self.max_array_bytes:
             raise ValueError(f"an array of {count} bytes exceeds the limit of {self.max_array_bytes} bytes")
         if count > len(self._buffer) and count > self._last_read_count - self._offset:

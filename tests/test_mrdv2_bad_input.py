@@ -2,7 +2,7 @@
 
 For each kind of bad stream (a wrong magic after ``ya``, format version 2, a schema that is not
 MRD's, a stream cut inside the preamble, the header or an acquisition, an absurd array or string
-length, an over-long varint) the server logs one clear line naming the fault, ends the connection
+length, an allowed array that never arrives (no memory made resident for it), an over-long varint) the server logs one clear line naming the fault, ends the connection
 at once (EOF within a few seconds, the reply empty or a v2 stream mrd-python reads), logs no
 traceback, and keeps serving. A stream whose only items are ones v1 has no message for
 (``AcquisitionBucket``, ``ArrayComplexFloat``) is a normal session: they are skipped with one
@@ -202,6 +202,15 @@ def test_array_just_beyond_the_limit_is_refused_before_it_is_allocated(server, s
     payload = fz.apply_v2_ops(segments, [("set_varint", "acquisition data dim 1", 0, 1 << 27)])
     _, text = session_log(server, payload, "an array of 2147483648 bytes exceeds the limit of 1073741824 bytes")
     assert server.peak_rss() < 1 << 30
+
+
+def test_an_allowed_array_that_never_arrives_makes_no_memory_resident(server, segments):
+    """2**25 samples x 2 coils x 8 bytes = 512 MiB, within the 1 GiB limit, then the stream ends: the
+    array is allocated but never zero-filled, so the server's peak RSS does not grow by it."""
+    before = server.peak_rss()
+    payload = fz.apply_v2_ops(segments, [("set_varint", "acquisition data dim 1", 0, 1 << 25)])
+    session_log(server, payload, "MRD v2 stream ended inside an item")
+    assert server.peak_rss() < before + (128 << 20)
 
 
 def test_absurd_string_length_in_the_header(server, segments):
