@@ -12,7 +12,7 @@
 # Each step's output goes to OUT_DIR (tests.txt, profile.txt, bench.txt) and to the terminal; the
 # exit status is the number of steps that failed.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 out=${1:-${OUT:-bench/out/gpu}}
 mkdir -p "$out"
 python=${PYTHON:-python3}
