@@ -21,7 +21,9 @@
     coil, all cores) of each completed block of ``window_shift`` arms, whose coil images are kept,
     and one of the frame's extra arms; the frame is the sum of those images, root-sum-of-squares
     (the DCF-weighted samples are made beforehand, as for (a)).
-All run on the device chosen by ``--gpu``; the device is named in the output.
+All run on the device chosen by ``--gpu``; the device is named in the output.  On the GPU the
+output also says how many frames of (b) and (c) were made by CUDA graphs (``modules/_gpu_frames.py``)
+and whether the graphs stayed on (``graphs_on False``: the window fell back to step-by-step frames).
 """
 from __future__ import annotations
 
@@ -148,6 +150,9 @@ def per_frame(args, backend) -> dict:
               "ingest_per_arm_ms": 1e3 * d}
     if e is not None:
         result["e_finufft_ms"] = 1e3 * timed(e, backend, args.repeats, args.warmup_s)
+    frames = window._rss_frames
+    if hasattr(frames, "launches"):  # the GPU's CUDA-graph frames: how many (b) and (c) got, and whether they stayed on
+        result.update(graph_frames=frames.launches, graphs_on=frames.enabled)
     return result
 
 
