@@ -33,7 +33,6 @@ from types import ModuleType
 from typing import Any, BinaryIO, Callable
 
 import ismrmrd
-import ismrmrd.xsd
 import numpy as np
 
 import constants

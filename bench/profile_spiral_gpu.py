@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = window._grid_sum()
             image = gridder.rss(frame.copy())
             frames = window._rss_frames
-            extra = [(arm, s) for arm, s in window._current]
-            frame_args = ([a for a, _ in extra], [s for _, s in extra], [window._block_sum])
+            frame_args = window.frame_args()
             window.rss()  # captures the steady-state frame's graph and checks it once
             steps = {
                 "block of 17 arms (GPU)": gpu_ms(lambda: gridder.grid_arms(range(SHIFT), arms[:SHIFT])),

@@ -49,9 +49,11 @@ class SlidingWindow:
         self._current.clear()
         self.arms_seen = 0
 
-    def _grid(self, add: list[Any]) -> Any:
-        """Grid sum of the current block's arms plus the grid sums ``add``."""
-        return self.gridder.grid_arms([arm for arm, _ in self._current], [s for _, s in self._current], add)
+    def frame_args(self) -> tuple[list[int], list[Any], list[Any]]:
+        """``(arms, samples, add)`` of the frame now, the arguments of ``ArmGridder.grid_arms``: the
+        current block's arms and their samples, and the stored sum of the last ``q`` blocks."""
+        return ([arm for arm, _ in self._current], [s for _, s in self._current],
+                [] if self._block_sum is None else [self._block_sum])
 
     def add(self, arm: int, data: Any) -> bool:
         """Keep one arm as received (``data`` ``[coils, pre_discard + Ns]``, complex64, host or device);
@@ -68,7 +70,8 @@ class SlidingWindow:
         self._current.append((arm, self.gridder.backend.to_device(data, self._dtype)))
         self.arms_seen += 1
         if self._blocks_per_frame and len(self._current) == self.window_shift:
-            self._blocks.append(self._grid([]))
+            arms, samples, _ = self.frame_args()
+            self._blocks.append(self.gridder.grid_arms(arms, samples))
             self._current.clear()
             if len(self._blocks) == self._blocks_per_frame:
                 blocks = list(self._blocks)
@@ -77,7 +80,7 @@ class SlidingWindow:
         return excess >= 0 and excess % self.window_shift == 0
 
     def _grid_sum(self) -> Any:
-        return self._grid([] if self._block_sum is None else [self._block_sum])
+        return self.gridder.grid_arms(*self.frame_args())
 
     def coil_images(self) -> Any:
         """Coil images ``[coils, m, m]`` of the frame's arms (device array, complex64)."""
@@ -86,5 +89,4 @@ class SlidingWindow:
     def rss(self) -> np.ndarray:
         """Root-sum-of-squares image ``[m, m]`` of the frame's arms, on the host (NumPy, float32): on
         the GPU gridding, FFT, RSS and the copy are one CUDA graph (``_gpu_frames``)."""
-        return self._rss_frames([arm for arm, _ in self._current], [s for _, s in self._current],
-                                [] if self._block_sum is None else [self._block_sum])
+        return self._rss_frames(*self.frame_args())

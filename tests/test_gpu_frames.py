@@ -34,12 +34,6 @@ def arm_data(count, coils=COILS, seed=4):
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
 
 
-def frame_args(window):
-    """The arguments ``SlidingWindow.rss`` gives its frame function now."""
-    current = list(window._current)
-    return [a for a, _ in current], [s for _, s in current], [] if window._block_sum is None else [window._block_sum]
-
-
 def cpu_frames(m=40, signed_plan=True):
     gridder = ArmGridder(spiral_arms(INTERLEAVES, NS, m), m, _backend.select(-1), np.linspace(0.05, 1, NS))
     frames = FrameGraphs(gridder.tables, gridder.plan)
@@ -126,7 +120,7 @@ def test_graph_frames_equal_step_by_step_frames_while_filling_and_in_steady_stat
     shapes, calls = set(), 0
     for i in range(40):
         window.add(i % INTERLEAVES, data[i])
-        args = frame_args(window)
+        args = window.frame_args()
         if not args[0] and not args[2]:  # a block just completed, before the window holds q of them
             continue
         shapes.add((len(args[0]), len(args[2])))
@@ -171,4 +165,4 @@ def test_odd_grids_on_the_gpu_stay_step_by_step():
     image = window.rss()
     frames = window._rss_frames
     assert not frames.enabled and frames.launches == 0
-    assert relative_error(image, frames.step_by_step(*frame_args(window))) < 1e-6
+    assert relative_error(image, frames.step_by_step(*window.frame_args())) < 1e-6
