@@ -332,7 +332,7 @@ class Session:
     fix_transposed: bool
     show_progress: bool
     json_source: str = "none"
-    v2_header: str | None = None  # --format v2: the header XML with the module as its 'config' parameter
+    v2_header: Any = None  # --format v2: the mrd.Header, with the module as its 'config' parameter
     writer: MessageWriter | None = None
     receiver: Receiver | None = None
     sent: int = 0
@@ -567,10 +567,8 @@ def run(args: argparse.Namespace) -> int:
             v2_header = None
             if args.format == "v2":
                 try:
-                    from mrdv2.convert import header_from_xml
-                    from mrdv2.stream import xml_with_config
-                    v2_header = xml_with_config(data.xml, config)
-                    header_from_xml(v2_header)  # what V2Writer will send: fails here, not half-way
+                    from mrdv2.stream import header_with_config  # what V2Writer sends: fails here, not half-way
+                    v2_header = header_with_config(data.xml, config)
                 except Exception as exc:  # xsdata and the converter raise several types
                     log.error("Cannot send %s:/%s as MRD v2: its XML header is not a valid ISMRMRD header, and v2 "
                               "carries the header as structured fields (%s: %s); send it as v1", args.filename,

@@ -29,12 +29,11 @@ import threading
 from typing import Any, BinaryIO, Callable
 
 import ismrmrd
-import ismrmrd.xsd
 import mrd
 import numpy as np
 from mrd import _binary
 
-from connection import MessageID, ProtocolError, StreamEnded, header_xml, parse_header_xml
+from connection import MessageID, ProtocolError, StreamEnded
 from mrdv2 import _acquisition_codec, convert
 
 log = logging.getLogger(__name__)
@@ -287,18 +286,20 @@ class V2Reader:
             log.warning("MRD v2: %d %s item(s) skipped: MRD v1 modules cannot receive them", count, name)
 
 
-def xml_with_config(xml: str, config: str) -> str:
-    """The XML header with the user parameter string ``config`` set to ``config`` (the module the
-    server is to run: a v2 stream has no configuration message); ``config`` empty: unchanged."""
-    if not config:
-        return xml
-    header = parse_header_xml(xml)
-    if header.userParameters is None:
-        header.userParameters = ismrmrd.xsd.userParametersType()
-    strings = [p for p in header.userParameters.userParameterString if p.name != CONFIG_PARAMETER]
-    header.userParameters.userParameterString = strings + [
-        ismrmrd.xsd.userParameterStringType(name=CONFIG_PARAMETER, value=config)]
-    return header_xml(header)
+def header_with_config(xml: str, config: str) -> mrd.Header:
+    """The v2 header of the XML header ``xml`` with the user parameter string ``config`` set to
+    ``config`` (the module the server is to run: a v2 stream has no configuration message);
+    ``config`` empty: the header as it is.  Set on the v2 header, not in the XML: one parse, and no
+    XML writer (xsdata's serializer) to import or run.  ValueError when ``xml`` is not a valid
+    ISMRMRD header."""
+    header = convert.header_from_xml(xml)
+    if config:
+        if header.user_parameters is None:
+            header.user_parameters = mrd.UserParametersType()
+        strings = [p for p in header.user_parameters.user_parameter_string if p.name != CONFIG_PARAMETER]
+        header.user_parameters.user_parameter_string = strings + [
+            mrd.UserParameterStringType(name=CONFIG_PARAMETER, value=config)]
+    return header
 
 
 def config_of(header: mrd.Header) -> str:
@@ -471,14 +472,17 @@ class V2Writer:
         finally:
             self._out.release()
 
-    def send_header(self, xml: str) -> None:
-        """The header of the output: the session's own v2 header (the stream-mode echo), else ``xml``."""
+    def send_header(self, xml: str | mrd.Header) -> None:
+        """The header of the output: the session's own v2 header (the stream-mode echo), else ``xml``
+        (ISMRMRD XML text, or a v2 header as it is)."""
         with self._lock:
             if self._mrd is not None:
                 log.warning("MRD v2: a second header cannot be written; ignored")
                 return
             own = self._reader.header if self._reader is not None else None
-            self._writer(own if own is not None else convert.header_from_xml(xml))._stream.flush()
+            if own is None:
+                own = xml if isinstance(xml, mrd.Header) else convert.header_from_xml(xml)
+            self._writer(own)._stream.flush()
 
     def send_image(self, image: Any) -> None:
         self._write_item(image)

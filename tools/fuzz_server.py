@@ -432,11 +432,10 @@ def _v2_items(phantom: Phantom, extras: tuple[str, ...]) -> list:
 def build_v2_session(phantom: Phantom, config: str, extras: tuple[str, ...] = (), close: bool = True) -> list[Segment]:
     """A valid MRD v2 session (mrd.BinaryMrdWriter: preamble, the phantom's header with ``config`` as
     its user parameter string, each item a block of one, the final 0 count) as segments."""
-    from mrdv2 import convert
-    from mrdv2.stream import xml_with_config
+    from mrdv2.stream import header_with_config
     buf = io.BytesIO()
     writer = mrd.BinaryMrdWriter(buf)
-    writer.write_header(convert.header_from_xml(xml_with_config(phantom.xml, config)))
+    writer.write_header(header_with_config(phantom.xml, config))
     writer._stream.flush()
     start = buf.getvalue()
     schema = mrd.BinaryMrdReader.schema.encode()
