@@ -130,3 +130,20 @@ def test_a_header_v2_cannot_carry_is_refused_by_the_client(server, v1_phantom, t
     assert done.returncode == 2
     said = done.stdout + done.stderr
     assert "not a valid ISMRMRD header" in said and "Traceback" not in said
+
+
+def test_header_with_config_sets_one_config_parameter_and_keeps_the_rest(v1_phantom):
+    """The client's v2 header: the file's header, one 'config' user parameter (replacing any), the
+    others kept; no config: the header as the converter makes it."""
+    from mrdv2.stream import config_of, header_with_config
+    with h5py.File(v1_phantom) as f:
+        xml = mrdfile.read_xml(f["dataset"])
+    assert header_with_config(xml, "") == convert.header_from_xml(xml)
+    header = header_with_config(xml, "simplefft")
+    assert config_of(header) == "simplefft"
+    header.user_parameters.user_parameter_string.append(mrd.UserParameterStringType(name="keep", value="me"))
+    again = header_with_config(convert.header_to_xml(header), "null")
+    names = [(p.name, p.value) for p in again.user_parameters.user_parameter_string]
+    assert names.count(("keep", "me")) == 1 and [n for n in names if n[0] == "config"] == [("config", "null")]
+    assert again.encoding == header.encoding and again.acquisition_system_information == \
+        header.acquisition_system_information
