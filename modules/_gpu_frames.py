@@ -67,7 +67,7 @@ class FrameGraphs:
         return _backend.to_host(self.tables.rss(self.tables.grid(arms, samples, add), self.plan))
 
     def __call__(self, arms: Sequence[int], samples: Sequence[Any], add: Sequence[Any] = ()) -> np.ndarray:
-        coils = (samples[0] if len(samples) else add[0]).shape[0]
+        coils = _gpu_gridding.frame_coils(samples, add)
         key = (len(arms), len(add), coils)
         entry = self._graphs.get(key)
         first = entry is None

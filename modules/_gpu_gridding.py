@@ -134,6 +134,11 @@ def _module(chunk: int) -> Any:
     return cupy.RawModule(code=_SOURCE, options=(f"-DCHUNK={chunk}",))
 
 
+def frame_coils(samples: Sequence[Any], add: Sequence[Any]) -> int:
+    """The coils of a gather's arguments: the rows of its first samples, else of its first grid to add."""
+    return (samples[0] if len(samples) else add[0]).shape[0]
+
+
 def _blocks(n: int) -> int:
     return (n + THREADS - 1) // THREADS
 
@@ -206,7 +211,7 @@ class GpuArmTables:
         """``[coils, grid_points]`` complex64: the sum of the grids ``add`` (same shape) and the
         gridded ``samples`` (device arrays ``[coils, samples]``, complex64, C order) of ``arms``."""
         import cupy
-        coils = (samples[0] if len(samples) else add[0]).shape[0]
+        coils = frame_coils(samples, add)
         out = cupy.empty((coils, self.grid_points), dtype=cupy.complex64)
         self.launch_grid(cupy.asarray(self.pointer_table(arms, samples, add)), len(arms), len(add), coils, out)
         return out
